@@ -1,0 +1,5 @@
+"""`python -m bertctl` runs the command line."""
+
+from bertctl.cli import main
+
+main()

@@ -1,0 +1,58 @@
+"""The `bertctl` command: a root that only wires the command groups and maps errors to exit codes.
+
+Heavy libraries (torch, transformers) are imported inside command bodies only, so `--help`,
+`tokenize` and `inspect` start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from bertctl.cli import demo, inspect, tokenize
+
+HELP = """\
+Google's BERT releases, from zip to fine-tuned, evaluated model.
+
+[bold]Examples[/]
+
+  [cyan]bertctl demo[/]                        tokenize and inspect, offline
+  [cyan]bertctl tokenize "John Smith"[/]       tokens and ids, exactly as Google's
+  [cyan]bertctl tokenize -i text.txt --json[/] one JSON object per input line
+  [cyan]bertctl inspect base-uncased[/]        architecture, exact parameter counts
+  [cyan]bertctl inspect model/bert_model.ckpt --tensors[/]
+
+Set BERTCTL_DEBUG=1 to see a traceback with an error.
+"""
+
+app = typer.Typer(
+    name="bertctl",
+    help=HELP,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("demo")(demo.demo)
+app.command("tokenize")(tokenize.tokenize)
+app.command("inspect")(inspect.inspect)
+
+
+def main() -> None:
+    """Entry point: run the app; a BertctlError becomes one red line and its exit code."""
+    from bertctl import ui
+    from bertctl.errors import BertctlError
+
+    try:
+        app()
+    except BertctlError as exc:
+        if os.environ.get("BERTCTL_DEBUG"):
+            raise
+        ui.error(exc.one_line())
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        ui.error("interrupted")
+        sys.exit(130)

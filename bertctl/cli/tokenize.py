@@ -1,0 +1,175 @@
+"""`bertctl tokenize`: WordPiece tokens, ids and segments exactly as the model sees them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, BinaryIO
+
+import typer
+
+from bertctl import ui
+from bertctl.errors import BertctlError, UsageError
+
+
+def tokenize(
+    text: Annotated[str | None, typer.Argument(help="Text to tokenize.", show_default=False)] = None,
+    pair: Annotated[
+        str | None, typer.Option("--pair", help="Second sentence of a pair (segment B).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", "-m", metavar="NAME|DIR", help="Catalogue name, release or HF-format folder."
+        ),
+    ] = None,
+    vocab: Annotated[
+        str | None, typer.Option("--vocab", metavar="FILE", help="A vocab.txt to use directly.")
+    ] = None,
+    cased: Annotated[
+        bool | None,
+        typer.Option(
+            "--cased/--uncased",
+            help="Keep case and accents, or lowercase and strip them. Default: follow the model "
+            "(a bare vocab is uncased).",
+            show_default=False,
+        ),
+    ] = None,
+    max_seq_length: Annotated[
+        int | None,
+        typer.Option(
+            "--max-seq-length",
+            min=1,
+            help="Truncate as Google does and show padding and mask up to this length.",
+        ),
+    ] = None,
+    input_file: Annotated[
+        str | None,
+        typer.Option(
+            "--input", "-i", metavar="FILE", help="Tokenize each line of FILE ('-' for stdin)."
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output (one object per line with --input).")] = False,
+) -> None:
+    """WordPiece tokens, ids and segment ids, exactly as Google's tokenization.py gives them.
+
+    [bold]Examples[/]
+
+      [cyan]bertctl tokenize "John Smith"[/]
+      [cyan]bertctl tokenize "Is this a paraphrase?" --pair "Is it one?" --max-seq-length 16[/]
+      [cyan]bertctl tokenize -i corpus.txt --json --model base-uncased > tokens.jsonl[/]
+    """
+    from bertctl.modelref import tokenizer_for
+
+    if text is None and input_file is None:
+        raise UsageError("nothing to tokenize", 'pass a TEXT argument or --input FILE (e.g. bertctl tokenize "John Smith")')
+    if text is not None and input_file is not None:
+        raise UsageError("both TEXT and --input given", "pass one of them")
+    if pair is not None and input_file is not None:
+        raise UsageError("--pair works with a TEXT argument, not with --input", "drop --pair")
+    lowercase = None if cased is None else not cased
+    choice = tokenizer_for(model, vocab, lowercase)
+    for warning in choice.warnings:
+        ui.warn(warning)
+    if input_file is not None:
+        _tokenize_stream(choice.tokenizer, input_file, as_json, max_seq_length)
+        return
+    assert text is not None
+    record = _encode(choice.tokenizer, text, pair, max_seq_length)
+    if as_json:
+        ui.print_json({"model": choice.description, **record})
+        return
+    ui.info(choice.description)
+    _print_human(choice.tokenizer, record)
+
+
+def _encode(tokenizer, text: str, pair: str | None, max_seq_length: int | None) -> dict:
+    """One JSON-ready record: WordPiece tokens and ids, then the model inputs."""
+    from bertctl.tokenization import build_inputs
+
+    tokens, ids = tokenizer.tokenize_with_ids(text)
+    record: dict = {"tokens": tokens, "ids": ids}
+    tokens_b = ids_b = None
+    if pair is not None:
+        tokens_b, ids_b = tokenizer.tokenize_with_ids(pair)
+        record.update(pair_tokens=tokens_b, pair_ids=ids_b)
+    enc = build_inputs(tokenizer.vocab, tokens, ids, tokens_b, ids_b, max_seq_length)
+    record.update(
+        input_tokens=enc.tokens,
+        input_ids=enc.input_ids,
+        segment_ids=enc.segment_ids,
+        input_mask=enc.input_mask,
+    )
+    if enc.truncated:
+        record["truncated"] = enc.truncated
+    return record
+
+
+def _print_human(tokenizer, record: dict) -> None:
+    """Aligned rows: tokens, ids, segments and (with padding) the mask."""
+    ids = record["input_ids"]
+    shown = [tokenizer.vocab.tokens[i] for i in ids[len(record["input_tokens"]) :]]
+    tokens = record["input_tokens"] + shown
+    padded = len(ids) > len(record["input_tokens"]) or "truncated" in record
+    rows = [("tokens", tokens), ("ids", ids), ("segments", record["segment_ids"])]
+    if padded or len(record["input_mask"]) != len(record["input_tokens"]):
+        rows.append(("mask", record["input_mask"]))
+    for label, values in rows:
+        ui.out.print(f"[bold]{label:<9}[/]", end="")
+        ui.out.print(" ".join(str(v) for v in values), markup=False)
+    if record.get("truncated"):
+        ui.info(f"truncated {record['truncated']} token(s) to fit --max-seq-length")
+
+
+def _open_input(name: str) -> tuple[BinaryIO, int | None, str]:
+    if name == "-":
+        return sys.stdin.buffer, None, "<stdin>"
+    path = Path(name)
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        raise BertctlError(f"{path}: no such file", "pass a text file with one text per line") from None
+    except IsADirectoryError:
+        raise BertctlError(f"{path} is a folder", "pass a text file with one text per line") from None
+    except OSError as exc:
+        raise BertctlError(f"{path}: cannot read ({exc.strerror})") from None
+    return handle, path.stat().st_size, str(path)
+
+
+def _tokenize_stream(tokenizer, name: str, as_json: bool, max_seq_length: int | None) -> None:
+    """One output line per input line, in constant memory; progress on stderr."""
+    handle, size, label = _open_input(name)
+    write = sys.stdout.write
+    bad_lines: list[int] = []
+    lines = 0
+    try:
+        with ui.progress("Tokenizing", total=size, unit="B") as bar:
+            pending = 0
+            for lines, raw in enumerate(handle, start=1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    # Google decodes with errors="ignore"; do the same, and say so at the end.
+                    text = raw.decode("utf-8", "ignore")
+                    bad_lines.append(lines)
+                text = text.rstrip("\r\n")
+                if as_json:
+                    record = _encode(tokenizer, text, None, max_seq_length)
+                    write(json.dumps(record, ensure_ascii=False) + "\n")
+                else:
+                    write(" ".join(tokenizer.tokenize(text)) + "\n")
+                pending += len(raw)
+                if pending >= 1 << 20:
+                    bar.advance(pending, postfix=f"{lines:,} lines")
+                    pending = 0
+            bar.advance(pending, postfix=f"{lines:,} lines")
+    finally:
+        if handle is not sys.stdin.buffer:
+            handle.close()
+    sys.stdout.flush()
+    if bad_lines:
+        ui.warn(
+            f"{label}: {len(bad_lines)} line(s) held bytes that are not UTF-8 (first: line "
+            f"{bad_lines[0]}); dropped those bytes as Google's tokenizer does"
+        )

@@ -1,0 +1,443 @@
+"""Google's BERT tokenizer (`tokenization.py` of google-research/bert), exactly, and fast.
+
+Google's BasicTokenizer walks every character in Python and asks `unicodedata` about it. Here the
+same steps run as whole-string operations that CPython does in C: one `str.translate` to drop
+control characters and map whitespace, one regex to space out CJK ideographs, `str.lower` and
+`unicodedata.normalize("NFD")` on the whole line, a second `translate` to drop combining marks
+(category Mn) and one regex that splits words and punctuation. WordPiece keeps Google's greedy
+longest-match-first loop but remembers each word it has seen, so on real text most words cost a
+dictionary lookup.
+
+Why not the Rust `tokenizers` pipeline: it differs from Google in edge cases (Greek final sigma,
+100-char words, the CJK range, private-use characters, special tokens matched in raw text, vocab
+`rstrip`), and it carries its own Unicode tables where Google uses Python's `unicodedata`.
+
+Why whole-line lowercasing equals Google's per-word lowercasing: words are separated by whitespace,
+and no whitespace character is "cased" or "case-ignorable", so the only context-dependent mapping
+(final sigma) never looks across a word boundary. The differential tests check this on real text.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from bertctl.errors import UsageError, VocabError
+
+UNK, CLS, SEP, MASK, PAD = "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[PAD]"
+
+# Google's WordPiece gives up on words longer than this (counted in code points).
+MAX_INPUT_CHARS_PER_WORD = 200
+
+# Google's `_is_chinese_char`: CJK Unified Ideographs and extensions, compatibility ideographs.
+# Hangul, Hiragana and Katakana are deliberately absent.
+CJK_RANGES = (
+    (0x4E00, 0x9FFF),
+    (0x3400, 0x4DBF),
+    (0x20000, 0x2A6DF),
+    (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F),
+    (0x2B820, 0x2CEAF),
+    (0xF900, 0xFAFF),
+    (0x2F800, 0x2FA1F),
+)
+
+# ASCII characters Google counts as punctuation even where Unicode does not ("$", "+", "^", "`").
+ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
+
+# A word cache that grows without bound would break constant-memory streaming on huge corpora.
+_WORD_CACHE_LIMIT = 1 << 19
+
+
+# --------------------------------------------------------------------------------------------
+# Character tables, derived from this Python's `unicodedata` exactly as Google's checks do.
+# --------------------------------------------------------------------------------------------
+
+
+def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
+    """A regex character-class body for inclusive code-point ranges."""
+    parts = []
+    for lo, hi in ranges:
+        parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+    return "".join(parts)
+
+
+def _ranges(codepoints: Iterable[int]) -> list[tuple[int, int]]:
+    """Collapse sorted code points into inclusive ranges."""
+    out: list[tuple[int, int]] = []
+    for cp in codepoints:
+        if out and out[-1][1] == cp - 1:
+            out[-1] = (out[-1][0], cp)
+        else:
+            out.append((cp, cp))
+    return out
+
+
+def _word_regex(punct_ranges: Iterable[tuple[int, int]]) -> re.Pattern[str]:
+    """Each punctuation character alone, or a run of characters that are neither space nor punct."""
+    punct = _char_class(punct_ranges)
+    return re.compile(f"[{punct}]|[^\\s{punct}]+")
+
+
+@dataclass(frozen=True)
+class _AsciiTables:
+    """Everything needed for pure-ASCII text, built without scanning Unicode."""
+
+    clean: dict[int, str | None]
+    words: re.Pattern[str]
+
+
+@lru_cache(maxsize=1)
+def _ascii_tables() -> _AsciiTables:
+    clean: dict[int, str | None] = {}
+    for cp in range(128):
+        ch = chr(cp)
+        if ch in "\t\n\r":
+            clean[cp] = " "
+        elif unicodedata.category(ch) in ("Cc", "Cf") or cp == 0:
+            clean[cp] = None
+    return _AsciiTables(clean=clean, words=_word_regex(ASCII_PUNCT_RANGES))
+
+
+@dataclass(frozen=True)
+class _UnicodeTables:
+    """Translate tables and regexes for any text; built once per process (about 0.2 s)."""
+
+    clean: dict[int, str | None]
+    marks: dict[int, None]
+    cjk: re.Pattern[str]
+    words: re.Pattern[str]
+
+
+@lru_cache(maxsize=1)
+def _unicode_tables() -> _UnicodeTables:
+    # `map` over one string of every code point keeps the scan in C.
+    everything = "".join(map(chr, range(sys.maxunicode + 1)))
+    categories = list(map(unicodedata.category, everything))
+    clean: dict[int, str | None] = {0: None, 0xFFFD: None}
+    marks: dict[int, None] = {}
+    punct: list[int] = []
+    ascii_punct = {cp for lo, hi in ASCII_PUNCT_RANGES for cp in range(lo, hi + 1)}
+    for cp, cat in enumerate(categories):
+        if cat in ("Cc", "Cf"):
+            clean[cp] = None  # _is_control; \t \n \r are overridden below
+        elif cat == "Zs":
+            clean[cp] = " "  # _is_whitespace
+        elif cat == "Mn":
+            marks[cp] = None
+        if cat.startswith("P") or cp in ascii_punct:
+            punct.append(cp)
+    for ch in "\t\n\r":
+        clean[ord(ch)] = " "
+    cjk = re.compile(f"[{_char_class(CJK_RANGES)}]")
+    return _UnicodeTables(clean=clean, marks=marks, cjk=cjk, words=_word_regex(_ranges(punct)))
+
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """A WordPiece vocabulary: line i of vocab.txt (after `strip()`) has id i, as in Google's code.
+
+    Attributes:
+        tokens: id -> token.
+        ids: token -> id (where a token appears twice after stripping, the later line wins,
+            as in Google's `load_vocab`).
+        source: where it was read from, for messages.
+        warnings: things Google tolerates silently that the user should still hear about.
+    """
+
+    tokens: tuple[str, ...]
+    ids: dict[str, int]
+    source: str = "vocab"
+    warnings: tuple[str, ...] = ()
+    max_token_chars: int = field(default=0, compare=False)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def id_of(self, token: str) -> int:
+        """The id of a token that must be in the vocab (special tokens are looked up, never fixed)."""
+        try:
+            return self.ids[token]
+        except KeyError:
+            raise VocabError(
+                f"{self.source} has no {token!r} token",
+                "use the vocab.txt that came with the model",
+            ) from None
+
+    @property
+    def looks_cased(self) -> bool:
+        """True when regular tokens hold upper-case letters (an uncased vocab has none)."""
+        return any(t != t.lower() for t in self.tokens if not (t.startswith("[") and t.endswith("]")))
+
+
+def parse_vocab(data: bytes, source: str = "vocab.txt") -> Vocab:
+    """Parse vocab.txt bytes exactly as Google's `load_vocab` does.
+
+    Lines are split on "\\n", decoded as UTF-8 dropping undecodable bytes, and `strip()`ped.
+
+    Raises:
+        VocabError: for an empty vocab, a line repeated verbatim (a corrupted file), or no [UNK].
+    """
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last line does not start a new token
+    if not lines:
+        raise VocabError(f"{source} is empty", "pass the vocab.txt that came with the model")
+    warnings: list[str] = []
+    tokens: list[str] = []
+    ids: dict[str, int] = {}
+    first_line_of: dict[bytes, int] = {}
+    undecodable: list[int] = []
+    strip_dupes: list[tuple[int, str]] = []
+    for index, raw in enumerate(lines):
+        seen = first_line_of.setdefault(raw, index)
+        if seen != index:
+            raise VocabError(
+                f"{source}:{index + 1} repeats line {seen + 1} "
+                f"({raw.decode('utf-8', 'replace').strip()!r})",
+                "a vocab must list each token once; re-download or restore the original vocab.txt",
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "ignore")
+            undecodable.append(index + 1)
+        token = text.strip()
+        if token in ids:
+            strip_dupes.append((index + 1, token))
+        ids[token] = index
+        tokens.append(token)
+    if undecodable:
+        warnings.append(
+            f"{source}: {len(undecodable)} line(s) hold bytes that are not UTF-8 (first: line "
+            f"{undecodable[0]}); dropped those bytes as Google's tokenizer does"
+        )
+    if strip_dupes:
+        line, token = strip_dupes[0]
+        warnings.append(
+            f"{source}: {len(strip_dupes)} token(s) repeat once surrounding whitespace is stripped "
+            f"(first: line {line}, {token!r}); the later line's id wins, as in Google's load_vocab"
+        )
+    if UNK not in ids:
+        raise VocabError(f"{source} has no {UNK} token", "pass a BERT vocab.txt (it lists [UNK])")
+    longest = max(len(t) for t in tokens)
+    return Vocab(tuple(tokens), ids, source, tuple(warnings), max_token_chars=longest)
+
+
+def load_vocab(path: str | Path) -> Vocab:
+    """Read a vocab.txt from disk (see `parse_vocab`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise VocabError(f"{path}: no such file", "pass the vocab.txt of the model") from None
+    except IsADirectoryError:
+        raise VocabError(f"{path} is a folder", "pass the vocab.txt file inside it") from None
+    except OSError as exc:
+        raise VocabError(f"{path}: cannot read ({exc.strerror})") from None
+    return parse_vocab(data, source=str(path))
+
+
+def bundled_vocab_path() -> Path:
+    """The uncased release vocab shipped with bertctl (byte-identical to Google's)."""
+    return Path(__file__).resolve().parent / "data" / "uncased_vocab.txt"
+
+
+@lru_cache(maxsize=1)
+def bundled_vocab() -> Vocab:
+    """The uncased release vocab (30,522 tokens), parsed once per process."""
+    return load_vocab(bundled_vocab_path())
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------------------------
+
+
+def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
+    """Google's BasicTokenizer: clean, space out CJK, (lowercase, strip accents), split punctuation.
+
+    >>> basic_tokenize(" \\tHeLLo!how  \\n Are yoU?  ", True)
+    ['hello', '!', 'how', 'are', 'you', '?']
+    """
+    if text.isascii():
+        ascii_tables = _ascii_tables()
+        text = text.translate(ascii_tables.clean)
+        if do_lower_case:
+            text = text.lower()
+        return ascii_tables.words.findall(text)
+    tables = _unicode_tables()
+    text = tables.cjk.sub(r" \g<0> ", text.translate(tables.clean))
+    if do_lower_case:
+        text = unicodedata.normalize("NFD", text.lower()).translate(tables.marks)
+    return tables.words.findall(text)
+
+
+class Tokenizer:
+    """Google's FullTokenizer: BasicTokenizer then WordPiece, returning tokens and their ids.
+
+    Args:
+        vocab: the model's vocabulary.
+        do_lower_case: True for uncased models (lowercase and strip accents).
+
+    >>> tok = Tokenizer(bundled_vocab(), do_lower_case=True)
+    >>> tok.tokenize("John Johanson's,")
+    ['john', 'johan', '##son', "'", 's', ',']
+    """
+
+    def __init__(self, vocab: Vocab, do_lower_case: bool = True) -> None:
+        self.vocab = vocab
+        self.do_lower_case = do_lower_case
+        self.unk_id = vocab.id_of(UNK)
+        self._cache: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+
+    def wordpiece(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        """Greedy longest-match-first WordPiece of one word: (pieces, ids).
+
+        A word longer than 200 characters, or one with any position that no piece matches,
+        becomes a single [UNK].
+        """
+        cached = self._cache.get(word)
+        if cached is not None:
+            return cached
+        result = self._wordpiece_uncached(word)
+        if len(self._cache) >= _WORD_CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = result
+        return result
+
+    def _wordpiece_uncached(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        ids = self.vocab.ids
+        unk = ((UNK,), (self.unk_id,))
+        n = len(word)
+        if n > MAX_INPUT_CHARS_PER_WORD:
+            return unk
+        # No vocab entry is longer than `longest`, so shorter candidate ends give the same
+        # greedy answer as Google's loop that starts every search at the end of the word.
+        longest = self.vocab.max_token_chars
+        pieces: list[str] = []
+        piece_ids: list[int] = []
+        start = 0
+        while start < n:
+            end = min(n, start + longest)
+            while start < end:
+                piece = word[start:end] if start == 0 else "##" + word[start:end]
+                piece_id = ids.get(piece)
+                if piece_id is not None:
+                    break
+                end -= 1
+            else:
+                return unk
+            pieces.append(piece)
+            piece_ids.append(piece_id)
+            start = end
+        return tuple(pieces), tuple(piece_ids)
+
+    def tokenize_with_ids(self, text: str) -> tuple[list[str], list[int]]:
+        """WordPiece tokens of a text (no special tokens) and their ids."""
+        tokens: list[str] = []
+        ids: list[int] = []
+        cache = self._cache
+        for word in basic_tokenize(text, self.do_lower_case):
+            hit = cache.get(word) or self.wordpiece(word)
+            tokens.extend(hit[0])
+            ids.extend(hit[1])
+        return tokens, ids
+
+    def tokenize(self, text: str) -> list[str]:
+        """WordPiece tokens of a text, without special tokens."""
+        return self.tokenize_with_ids(text)[0]
+
+    def convert_tokens_to_ids(self, tokens: Sequence[str]) -> list[int]:
+        """Ids of tokens that are in the vocab (as Google's, a KeyError for others)."""
+        return [self.vocab.ids[t] for t in tokens]
+
+
+# --------------------------------------------------------------------------------------------
+# Model inputs: [CLS] A [SEP] (B [SEP]), Google's truncation and zero padding
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """One example exactly as the model sees it.
+
+    Attributes:
+        tokens: the sequence with special tokens, before padding.
+        input_ids, segment_ids, input_mask: padded to max_seq_length when one was given.
+        truncated: how many WordPiece tokens Google's truncation removed.
+    """
+
+    tokens: list[str]
+    input_ids: list[int]
+    segment_ids: list[int]
+    input_mask: list[int]
+    truncated: int = 0
+
+
+def truncate_seq_pair(tokens_a: list, tokens_b: list, max_length: int) -> int:
+    """Google's `_truncate_seq_pair`: pop from the end of the longer side (ties: B) until it fits.
+
+    Works in place on both lists and returns how many items were removed.
+    """
+    removed = 0
+    while len(tokens_a) + len(tokens_b) > max_length:
+        (tokens_a if len(tokens_a) > len(tokens_b) else tokens_b).pop()
+        removed += 1
+    return removed
+
+
+def build_inputs(
+    vocab: Vocab,
+    tokens_a: list[str],
+    ids_a: list[int],
+    tokens_b: list[str] | None = None,
+    ids_b: list[int] | None = None,
+    max_seq_length: int | None = None,
+) -> Encoding:
+    """Google's `convert_single_example` for one text or a pair.
+
+    Truncates to max_seq_length - 2 (one text) or - 3 (a pair), adds [CLS]/[SEP], gives segment id
+    0 up to the first [SEP] and 1 after, and pads input ids, mask and segments with 0.
+    """
+    cls_id, sep_id = vocab.id_of(CLS), vocab.id_of(SEP)
+    a_tok, a_ids = list(tokens_a), list(ids_a)
+    b_tok = list(tokens_b) if tokens_b is not None else None
+    b_ids = list(ids_b) if ids_b is not None else None
+    truncated = 0
+    if max_seq_length is not None:
+        if max_seq_length < (5 if b_tok is not None else 3):
+            raise UsageError(
+                f"--max-seq-length {max_seq_length} leaves no room for text",
+                "pass at least 3 for one text, 5 for a pair",
+            )
+        if b_tok is not None and b_ids is not None:
+            truncated = truncate_seq_pair(a_tok, b_tok, max_seq_length - 3)
+            del a_ids[len(a_tok) :], b_ids[len(b_tok) :]
+        elif len(a_tok) > max_seq_length - 2:
+            truncated = len(a_tok) - (max_seq_length - 2)
+            del a_tok[max_seq_length - 2 :], a_ids[max_seq_length - 2 :]
+    tokens = [CLS, *a_tok, SEP]
+    input_ids = [cls_id, *a_ids, sep_id]
+    segment_ids = [0] * len(tokens)
+    if b_tok is not None and b_ids is not None:
+        tokens += [*b_tok, SEP]
+        input_ids += [*b_ids, sep_id]
+        segment_ids += [1] * (len(b_tok) + 1)
+    input_mask = [1] * len(input_ids)
+    if max_seq_length is not None:
+        pad = max_seq_length - len(input_ids)
+        input_ids += [0] * pad
+        input_mask += [0] * pad
+        segment_ids += [0] * pad
+    return Encoding(tokens, input_ids, segment_ids, input_mask, truncated)
