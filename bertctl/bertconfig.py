@@ -162,7 +162,9 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
         problems.append(Problem("error", message))
 
     if "vocab_size" not in raw:
-        err(f"{source}: vocab_size is missing (it has no default); set it to the line count of vocab.txt")
+        err(
+            f"{source}: vocab_size is missing (it has no default); set it to the line count of vocab.txt"
+        )
     for key in INT_KEYS:
         if key not in raw:
             if key in GOOGLE_DEFAULTS:
@@ -171,7 +173,9 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
             continue
         value = raw[key]
         if isinstance(value, float) and value.is_integer():
-            problems.append(Problem("warning", f"{source}: {key} is {value!r}; read as {int(value)}"))
+            problems.append(
+                Problem("warning", f"{source}: {key} is {value!r}; read as {int(value)}")
+            )
             value = int(value)
         if not _is_int(value):
             err(f"{source}: {key} must be a whole number, got {json.dumps(value)}")
@@ -191,7 +195,9 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
         values["initializer_range"] = GOOGLE_DEFAULTS["initializer_range"]
         defaults.append("initializer_range")
     elif not _is_number(raw["initializer_range"]) or raw["initializer_range"] <= 0:
-        err(f"{source}: initializer_range must be a positive number, got {raw['initializer_range']!r}")
+        err(
+            f"{source}: initializer_range must be a positive number, got {raw['initializer_range']!r}"
+        )
     else:
         values["initializer_range"] = float(raw["initializer_range"])
     act = raw.get("hidden_act", GOOGLE_DEFAULTS["hidden_act"])
@@ -204,7 +210,9 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
         values["hidden_act"] = act
     if "layer_norm_eps" in raw:
         if not _is_number(raw["layer_norm_eps"]) or raw["layer_norm_eps"] <= 0:
-            err(f"{source}: layer_norm_eps must be a positive number, got {raw['layer_norm_eps']!r}")
+            err(
+                f"{source}: layer_norm_eps must be a positive number, got {raw['layer_norm_eps']!r}"
+            )
         else:
             values["layer_norm_eps"] = float(raw["layer_norm_eps"])
     hidden, heads = values.get("hidden_size"), values.get("num_attention_heads")
@@ -216,8 +224,15 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
     known = set(INT_KEYS) | set(PROB_KEYS) | {"hidden_act", "initializer_range"}
     for key in sorted(set(raw) - known - IGNORED_KEYS - HF_KEYS):
         near = _near_key(key, known)
-        hint = f" (did you mean {near}?)" if near else ""
-        problems.append(Problem("warning", f"{source}: unknown key {key!r} is ignored{hint}"))
+        if near and near not in raw:
+            # A misspelt key silently falls back to a default and builds the wrong model.
+            err(
+                f"{source}: unknown key {key!r}, so {near} takes Google's default "
+                f"{GOOGLE_DEFAULTS.get(near)!r}; rename it to {near!r}"
+            )
+        else:
+            hint = f" (did you mean {near}?)" if near else ""
+            problems.append(Problem("warning", f"{source}: unknown key {key!r} is ignored{hint}"))
     if "type_vocab_size" in defaults:
         problems.append(
             Problem(
@@ -242,11 +257,16 @@ def _near_key(key: str, known: set[str]) -> str | None:
 
 def parse_config_bytes(data: bytes, source: str) -> LoadedConfig:
     """Parse JSON bytes of a config file and check them."""
+    if not data.strip():
+        raise ConfigError(
+            f"{source} is empty", "restore the bert_config.json that came with the model"
+        )
     try:
         raw = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise ConfigError(
-            f"{source} is not UTF-8 text (byte {exc.start})", "pass the bert_config.json of the model"
+            f"{source} is not UTF-8 text (byte {exc.start})",
+            "pass the bert_config.json of the model",
         ) from None
     except json.JSONDecodeError as exc:
         raise ConfigError(
@@ -262,7 +282,9 @@ def load_config(path: str | Path) -> LoadedConfig:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file", "pass a bert_config.json or a model folder") from None
+        raise ConfigError(
+            f"{path}: no such file", "pass a bert_config.json or a model folder"
+        ) from None
     except IsADirectoryError:
         raise ConfigError(f"{path} is a folder", "pass the bert_config.json inside it") from None
     except OSError as exc:

@@ -92,110 +92,98 @@ def _multilingual_extras(hidden: int, heads: int) -> dict[str, object]:
     }
 
 
-_ORIGINALS = [
-    Release(
-        "base-uncased", "2018_10_18/uncased_L-12_H-768_A-12.zip", "uncased_L-12_H-768_A-12",
-        12, 768, 12, 3072, 30522, True, "BERT-Base, English, uncased",
-        _hashes(
-            "7b4e5f53efbd058c67cda0aacfafb340113ea1b5797d9ce6ee411704ba21fcbc",
-            "58580dc5e0bf0ae0d2efd51d0e8272b2f808857f0a43a88aaf7549da6d7a8a84",
-            "04c1323086e2f1c5b7c0759d8d3e484afbb0ab45f51793daab9f647113a0117b",
-            "dd5682170a10c3ea0280c2e9b9a45fee894eb62da649bbdea37b38b0ded5f60e",
-            _UNCASED_VOCAB,
-        ),
-        aliases=("bert-base-uncased",),
-    ),
-    Release(
-        "large-uncased", "2018_10_18/uncased_L-24_H-1024_A-16.zip", "uncased_L-24_H-1024_A-16",
-        24, 1024, 16, 4096, 30522, True, "BERT-Large, English, uncased",
-        _hashes(
-            "bfa42236d269e2aeb3a6d30412a33d15dbe8ea597e2b01dc9518c63cc6efafcb",
-            "bc6b3363e3be458c99ecf64b7f472d2b7c67534fd8f564c0556a678f90f4eea1",
-            "68b52f2205ffc64dc627d1120cf399c1ef1cbc35ea5021d1afc889ffe2ce2093",
-            "6fcce8ff7628f229a885a593625e3d5ff9687542d5ef128d9beb1b0c05edc4a1",
-            _UNCASED_VOCAB,
-        ),
-        aliases=("bert-large-uncased",),
-    ),
-    Release(
-        "base-cased", "2018_10_18/cased_L-12_H-768_A-12.zip", "cased_L-12_H-768_A-12",
-        12, 768, 12, 3072, 28996, False, "BERT-Base, English, cased",
-        _hashes(
-            "f11dfb757bea16339a33e1bf327b0aade6e57fd9c29dc6b84f7ddb20682f48bc",
-            "734d5a1b68bf98d4e9cb6b6692725d00842a1937af73902e51776905d8f760ea",
-            "517d6ef5c41fc2ca1f595276d6fccf5521810d57f5a74e32616151557790f7b1",
-            "5f8a9771ff25dadd61582abb4e3a748215a10a6b55947cbb66d0f0ba1694be98",
-            _CASED_VOCAB,
-        ),
-        aliases=("bert-base-cased",),
-    ),
-    Release(
-        "large-cased", "2018_10_18/cased_L-24_H-1024_A-16.zip", "cased_L-24_H-1024_A-16",
-        24, 1024, 16, 4096, 28996, False, "BERT-Large, English, cased",
-        _hashes(
-            "7adb2125c8225da495656c982fd1c5f64ba8f20ad020838571a3f8a954c2df57",
-            "6ff33640f40d472f7a16af0c17b1179ca9dcc0373155fb05335b6a4dd1657ef0",
-            "ef42a53f577fbe07381f4161b13c7cab4f4fc3b167cec6a9ae382c53d18049cf",
-            "d2ddff3ed33b80091eac95171e94149736ea74eb645e575d942ec4a5e01a40a1",
-            _CASED_VOCAB,
-        ),
-        aliases=("bert-large-cased",),
-    ),
-    Release(
-        "large-uncased-wwm", "2019_05_30/wwm_uncased_L-24_H-1024_A-16.zip",
-        "wwm_uncased_L-24_H-1024_A-16",
-        24, 1024, 16, 4096, 30522, True, "BERT-Large, English, uncased, whole word masking",
-        aliases=("bert-large-uncased-whole-word-masking",),
-    ),
-    Release(
-        "large-cased-wwm", "2019_05_30/wwm_cased_L-24_H-1024_A-16.zip",
-        "wwm_cased_L-24_H-1024_A-16",
-        24, 1024, 16, 4096, 28996, False, "BERT-Large, English, cased, whole word masking",
-        aliases=("bert-large-cased-whole-word-masking",),
-    ),
-    Release(
-        "base-multilingual-cased", "2018_11_23/multi_cased_L-12_H-768_A-12.zip",
-        "multi_cased_L-12_H-768_A-12",
-        12, 768, 12, 3072, 119547, False, "BERT-Base, 104 languages, cased (recommended)",
-        _hashes(
-            "e76c3964bc14a8bb37a5530cdc802699d2f4a6fddfab0611e153aa2528f234f0",
-            "55b8a2df41f69c60c5180e50a7c31b7cdf6238909390c4ddf05fbc0d37aa1ac5",
-            "7d8509c2a62b4e300feb55f8e5f1eef41638f4998dd4d887736f42d4f6a34b37",
-            "95e5f1997e8831f1c31e5cf530f1a2e99f121e9cd20887f2dce6fe9e3343e3fa",
-            "fe0fda7c425b48c516fc8f160d594c8022a0808447475c1a7c6d6479763f310c",
-        ),
-        zip_bytes=662_903_077,
-        aliases=("bert-base-multilingual-cased",),
-        extra_config=_multilingual_extras(768, 12),
-    ),
-    Release(
-        "base-multilingual-uncased", "2018_11_03/multilingual_L-12_H-768_A-12.zip",
-        "multilingual_L-12_H-768_A-12",
-        12, 768, 12, 3072, 105879, True, "BERT-Base, 102 languages, uncased (original)",
-        _hashes(
-            "49063bb061390211d2fdd108cada1ed86faa5f90b80c8f6fdddf406afa4c4624",
-            "3cd83912ebeb0efe2abf35c9f1d5a515d8e80295e61c49b75c8853f756658429",
-            "87c372c1a3b1dc7effaaa9103c80a81b3cbab04c7933ced224eec3b8ad2cc8e7",
-            "27f504f34f02acaa6b0f60d65195ec3e3f9505ac14601c6a32b421d0c8413a29",
-            "87b44292b452f6c05afa49b2e488e7eedf79ea4f4c39db6f2f4b37764228ef3f",
-        ),
-        aliases=("bert-base-multilingual-uncased",),
-        extra_config=_multilingual_extras(768, 12),
-    ),
-    Release(
-        "base-chinese", "2018_11_03/chinese_L-12_H-768_A-12.zip", "chinese_L-12_H-768_A-12",
-        12, 768, 12, 3072, 21128, True, "BERT-Base, Chinese (simplified and traditional)",
-        _hashes(
-            "7aaad0335058e2640bcb2c2e9a932b1cd9da200c46ea7b8957d54431f201c015",
-            "756699356b78ad0ef1ca9ba6528297bcb3dd1aef5feadd31f4775d7c7fc989ba",
-            "46315546e05ce62327b3e2cd1bed22836adcb2ff29735ec87721396edb21b82e",
-            "c0f8d51e1ab986604bc2b25d6ec0af7fd21ff94cf67081996ec3f3bf5d823047",
-            "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c",
-        ),
-        aliases=("bert-base-chinese",),
-        extra_config=_multilingual_extras(768, 12),
-    ),
-]
+# fmt: off
+_ORIGINAL_TABLE = (
+    # short name, zip path under BASE_URL, layers, hidden, heads, vocab, lowercase, HF name, description
+    ("base-uncased", "2018_10_18/uncased_L-12_H-768_A-12.zip", 12, 768, 12, 30522, True, "bert-base-uncased", "BERT-Base, English, uncased"),
+    ("large-uncased", "2018_10_18/uncased_L-24_H-1024_A-16.zip", 24, 1024, 16, 30522, True, "bert-large-uncased", "BERT-Large, English, uncased"),
+    ("base-cased", "2018_10_18/cased_L-12_H-768_A-12.zip", 12, 768, 12, 28996, False, "bert-base-cased", "BERT-Base, English, cased"),
+    ("large-cased", "2018_10_18/cased_L-24_H-1024_A-16.zip", 24, 1024, 16, 28996, False, "bert-large-cased", "BERT-Large, English, cased"),
+    ("large-uncased-wwm", "2019_05_30/wwm_uncased_L-24_H-1024_A-16.zip", 24, 1024, 16, 30522, True, "bert-large-uncased-whole-word-masking", "BERT-Large, English, uncased, whole word masking"),
+    ("large-cased-wwm", "2019_05_30/wwm_cased_L-24_H-1024_A-16.zip", 24, 1024, 16, 28996, False, "bert-large-cased-whole-word-masking", "BERT-Large, English, cased, whole word masking"),
+    ("base-multilingual-cased", "2018_11_23/multi_cased_L-12_H-768_A-12.zip", 12, 768, 12, 119547, False, "bert-base-multilingual-cased", "BERT-Base, 104 languages, cased (recommended)"),
+    ("base-multilingual-uncased", "2018_11_03/multilingual_L-12_H-768_A-12.zip", 12, 768, 12, 105879, True, "bert-base-multilingual-uncased", "BERT-Base, 102 languages, uncased (original)"),
+    ("base-chinese", "2018_11_03/chinese_L-12_H-768_A-12.zip", 12, 768, 12, 21128, True, "bert-base-chinese", "BERT-Base, Chinese (simplified and traditional)"),
+)
+
+# Published SHA-256 by folder: bert_config.json, .data, .index, .meta, vocab.txt.
+_PUBLISHED = {
+    "uncased_L-12_H-768_A-12": _hashes(
+        "7b4e5f53efbd058c67cda0aacfafb340113ea1b5797d9ce6ee411704ba21fcbc",
+        "58580dc5e0bf0ae0d2efd51d0e8272b2f808857f0a43a88aaf7549da6d7a8a84",
+        "04c1323086e2f1c5b7c0759d8d3e484afbb0ab45f51793daab9f647113a0117b",
+        "dd5682170a10c3ea0280c2e9b9a45fee894eb62da649bbdea37b38b0ded5f60e",
+        _UNCASED_VOCAB),
+    "uncased_L-24_H-1024_A-16": _hashes(
+        "bfa42236d269e2aeb3a6d30412a33d15dbe8ea597e2b01dc9518c63cc6efafcb",
+        "bc6b3363e3be458c99ecf64b7f472d2b7c67534fd8f564c0556a678f90f4eea1",
+        "68b52f2205ffc64dc627d1120cf399c1ef1cbc35ea5021d1afc889ffe2ce2093",
+        "6fcce8ff7628f229a885a593625e3d5ff9687542d5ef128d9beb1b0c05edc4a1",
+        _UNCASED_VOCAB),
+    "cased_L-12_H-768_A-12": _hashes(
+        "f11dfb757bea16339a33e1bf327b0aade6e57fd9c29dc6b84f7ddb20682f48bc",
+        "734d5a1b68bf98d4e9cb6b6692725d00842a1937af73902e51776905d8f760ea",
+        "517d6ef5c41fc2ca1f595276d6fccf5521810d57f5a74e32616151557790f7b1",
+        "5f8a9771ff25dadd61582abb4e3a748215a10a6b55947cbb66d0f0ba1694be98",
+        _CASED_VOCAB),
+    "cased_L-24_H-1024_A-16": _hashes(
+        "7adb2125c8225da495656c982fd1c5f64ba8f20ad020838571a3f8a954c2df57",
+        "6ff33640f40d472f7a16af0c17b1179ca9dcc0373155fb05335b6a4dd1657ef0",
+        "ef42a53f577fbe07381f4161b13c7cab4f4fc3b167cec6a9ae382c53d18049cf",
+        "d2ddff3ed33b80091eac95171e94149736ea74eb645e575d942ec4a5e01a40a1",
+        _CASED_VOCAB),
+    "multi_cased_L-12_H-768_A-12": _hashes(
+        "e76c3964bc14a8bb37a5530cdc802699d2f4a6fddfab0611e153aa2528f234f0",
+        "55b8a2df41f69c60c5180e50a7c31b7cdf6238909390c4ddf05fbc0d37aa1ac5",
+        "7d8509c2a62b4e300feb55f8e5f1eef41638f4998dd4d887736f42d4f6a34b37",
+        "95e5f1997e8831f1c31e5cf530f1a2e99f121e9cd20887f2dce6fe9e3343e3fa",
+        "fe0fda7c425b48c516fc8f160d594c8022a0808447475c1a7c6d6479763f310c"),
+    "multilingual_L-12_H-768_A-12": _hashes(
+        "49063bb061390211d2fdd108cada1ed86faa5f90b80c8f6fdddf406afa4c4624",
+        "3cd83912ebeb0efe2abf35c9f1d5a515d8e80295e61c49b75c8853f756658429",
+        "87c372c1a3b1dc7effaaa9103c80a81b3cbab04c7933ced224eec3b8ad2cc8e7",
+        "27f504f34f02acaa6b0f60d65195ec3e3f9505ac14601c6a32b421d0c8413a29",
+        "87b44292b452f6c05afa49b2e488e7eedf79ea4f4c39db6f2f4b37764228ef3f"),
+    "chinese_L-12_H-768_A-12": _hashes(
+        "7aaad0335058e2640bcb2c2e9a932b1cd9da200c46ea7b8957d54431f201c015",
+        "756699356b78ad0ef1ca9ba6528297bcb3dd1aef5feadd31f4775d7c7fc989ba",
+        "46315546e05ce62327b3e2cd1bed22836adcb2ff29735ec87721396edb21b82e",
+        "c0f8d51e1ab986604bc2b25d6ec0af7fd21ff94cf67081996ec3f3bf5d823047",
+        "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c"),
+}
+# fmt: on
+
+_ZIP_BYTES = {"multi_cased_L-12_H-768_A-12": 662_903_077}
+
+
+def _originals() -> list[Release]:
+    """The nine 2018/2019 releases: five files in one folder named like the zip."""
+    out = []
+    for name, path, layers, hidden, heads, vocab, lower, hf_name, description in _ORIGINAL_TABLE:
+        folder = path.rsplit("/", 1)[1].removesuffix(".zip")
+        extras = {}
+        if folder.startswith(("multi", "chinese")):
+            extras = _multilingual_extras(hidden, heads)
+        out.append(
+            Release(
+                name=name,
+                path=path,
+                folder=folder,
+                layers=layers,
+                hidden=hidden,
+                heads=heads,
+                intermediate=4 * hidden,
+                vocab_size=vocab,
+                lowercase=lower,
+                description=description,
+                sha256=_PUBLISHED.get(folder, {}),
+                zip_bytes=_ZIP_BYTES.get(folder),
+                aliases=(hf_name,),
+                extra_config=extras,
+            )
+        )
+    return out
+
 
 _SMALL_NAMES = {(2, 128): "tiny", (4, 256): "mini", (4, 512): "small", (8, 512): "medium"}
 
@@ -217,9 +205,18 @@ def _small_models() -> list[Release]:
             label = f"compact English model, {layers} layers, hidden {hidden}"
             out.append(
                 Release(
-                    name, f"2020_02_20/{folder}.zip", folder, layers, hidden, heads,
-                    4 * hidden, 30522, True,
-                    f"BERT-{named.capitalize()}, {label}" if named else label.capitalize(),
+                    name=name,
+                    path=f"2020_02_20/{folder}.zip",
+                    folder=folder,
+                    layers=layers,
+                    hidden=hidden,
+                    heads=heads,
+                    intermediate=4 * hidden,
+                    vocab_size=30522,
+                    lowercase=True,
+                    description=f"BERT-{named.capitalize()}, {label}"
+                    if named
+                    else label.capitalize(),
                     aliases=aliases,
                 )
             )
@@ -227,11 +224,21 @@ def _small_models() -> list[Release]:
 
 
 _BUNDLE = Release(
-    "all-small", "2020_02_20/all_bert_models.zip", "", 0, 0, 0, 0, 30522, True,
-    "All 24 compact English models in one zip of zips", aliases=("all_bert_models",), bundle=True,
+    name="all-small",
+    path="2020_02_20/all_bert_models.zip",
+    folder="",
+    layers=0,
+    hidden=0,
+    heads=0,
+    intermediate=0,
+    vocab_size=30522,
+    lowercase=True,
+    description="All 24 compact English models in one zip of zips",
+    aliases=("all_bert_models",),
+    bundle=True,
 )
 
-RELEASES: tuple[Release, ...] = (*_ORIGINALS, *_small_models(), _BUNDLE)
+RELEASES: tuple[Release, ...] = (*_originals(), *_small_models(), _BUNDLE)
 
 
 def _index() -> dict[str, Release]:

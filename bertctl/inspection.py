@@ -132,7 +132,9 @@ def _add_vocab(report: Report, ref: modelref.ModelRef, vocab: Vocab | None) -> N
         )
 
 
-def _checkpoint_info(ckpt, path: str, config: BertConfig | None, tensors: bool) -> tuple[CheckpointInfo, list[Problem]]:
+def _checkpoint_info(
+    ckpt, path: str, config: BertConfig | None, tensors: bool
+) -> tuple[CheckpointInfo, list[Problem]]:
     """Summarise a tfcheckpoint.Checkpoint and compare it with what the config implies."""
     entries = ckpt.entries
     problems: list[Problem] = []
@@ -194,7 +196,10 @@ def _compare_shapes(
     extra = [n for n in found if n not in expected and n not in _CLASSIFIER_NAMES]
     if extra:
         problems.append(
-            Problem("warning", f"{where}: {len(extra)} tensor(s) no BERT config explains, e.g. {extra[0]}")
+            Problem(
+                "warning",
+                f"{where}: {len(extra)} tensor(s) no BERT config explains, e.g. {extra[0]}",
+            )
         )
     return problems
 
@@ -208,11 +213,16 @@ def _safetensors_info(path: Path, tensors: bool) -> CheckpointInfo:
             raise BertctlError(f"{path}: too short for a safetensors file", "re-download the model")
         (length,) = struct.unpack("<Q", head)
         if length > min(size - 8, 100 << 20):
-            raise BertctlError(f"{path}: safetensors header length {length} is beyond the file", "re-download the model")
+            raise BertctlError(
+                f"{path}: safetensors header length {length} is beyond the file",
+                "re-download the model",
+            )
         try:
             header = json.loads(fh.read(length))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BertctlError(f"{path}: safetensors header is not JSON", "re-download the model") from None
+            raise BertctlError(
+                f"{path}: safetensors header is not JSON", "re-download the model"
+            ) from None
     header.pop("__metadata__", None)
     items = []
     dtypes: dict[str, int] = {}
@@ -247,7 +257,9 @@ def inspect_target(target: str, tensors: bool = False) -> Report:
     report = Report(target=target, kind=ref.kind)
     if ref.kind == "catalog":
         assert ref.release is not None
-        config = _add_config(report, check_config(ref.release.bert_config(), f"{ref.release.name} (catalogue)"))
+        config = _add_config(
+            report, check_config(ref.release.bert_config(), f"{ref.release.name} (catalogue)")
+        )
         _add_vocab(report, ref, modelref.read_vocab(ref))
         return report
     if ref.kind == "config-file":
@@ -264,7 +276,9 @@ def inspect_target(target: str, tensors: bool = False) -> Report:
         if cfg.is_file():
             config = _add_config(report, load_config(cfg))
             _add_vocab(report, ref, modelref.read_vocab(ref))
-        info, problems = _checkpoint_info(tfcheckpoint.Checkpoint(prefix), str(prefix), config, tensors)
+        info, problems = _checkpoint_info(
+            tfcheckpoint.Checkpoint(prefix), str(prefix), config, tensors
+        )
         report.checkpoint = info
         report.problems.extend(problems)
         return report
@@ -280,7 +294,9 @@ def inspect_target(target: str, tensors: bool = False) -> Report:
             )
             return report
         prefix = tfcheckpoint.resolve_prefix(folder)
-        info, problems = _checkpoint_info(tfcheckpoint.Checkpoint(prefix), str(prefix), config, tensors)
+        info, problems = _checkpoint_info(
+            tfcheckpoint.Checkpoint(prefix), str(prefix), config, tensors
+        )
         report.checkpoint = info
         report.problems.extend(problems)
         return report
@@ -320,21 +336,31 @@ def _inspect_zip(report: Report, ref: modelref.ModelRef, tensors: bool) -> Repor
         members = {i.filename: i for i in zf.infolist()}
         config = _add_config(
             report,
-            parse_config_bytes(zf.read(f"{folder}bert_config.json"), f"{ref.path}:{folder}bert_config.json"),
+            parse_config_bytes(
+                zf.read(f"{folder}bert_config.json"), f"{ref.path}:{folder}bert_config.json"
+            ),
         )
         if f"{folder}vocab.txt" in members:
             _add_vocab(report, ref, modelref.read_vocab(ref))
         else:
             report.problems.append(Problem("error", f"{ref.path}: no {folder}vocab.txt in the zip"))
-        index = [n for n in members if n.startswith(folder) and n.endswith(".index") and "/" not in n[len(folder):]]
+        index = [
+            n
+            for n in members
+            if n.startswith(folder) and n.endswith(".index") and "/" not in n[len(folder) :]
+        ]
         if not index:
-            report.problems.append(Problem("error", f"{ref.path}: no checkpoint .index in {folder or 'the zip root'}"))
+            report.problems.append(
+                Problem("error", f"{ref.path}: no checkpoint .index in {folder or 'the zip root'}")
+            )
             return report
         with tempfile.TemporaryDirectory(prefix="bertctl-inspect-") as tmp:
             local = Path(tmp) / Path(index[0]).name
             local.write_bytes(zf.read(index[0]))
             ckpt = tfcheckpoint.Checkpoint(Path(tmp) / local.name[: -len(".index")])
-            info, problems = _checkpoint_info(ckpt, f"{ref.path}:{index[0][: -len('.index')]}", config, tensors)
+            info, problems = _checkpoint_info(
+                ckpt, f"{ref.path}:{index[0][: -len('.index')]}", config, tensors
+            )
     report.checkpoint = info
     report.problems.extend(problems)
     return report

@@ -206,23 +206,33 @@ def tokenizer_for(
         raise UsageError("--model and --vocab both given", "pass one of them")
     if vocab_file:
         vocab = load_vocab(vocab_file)
-        ref = ModelRef("vocab", vocab_file, Path(vocab_file), _release_for_folder(Path(vocab_file).parent))
+        ref = ModelRef(
+            "vocab", vocab_file, Path(vocab_file), _release_for_folder(Path(vocab_file).parent)
+        )
         model_lower = ref.release.lowercase if ref.release else None
         check_casing(ref, lowercase, model_lower)
         # A bare vocab is uncased unless told, as Google's do_lower_case defaults to True.
-        lower = lowercase if lowercase is not None else (model_lower if model_lower is not None else True)
+        lower = (
+            lowercase
+            if lowercase is not None
+            else (model_lower if model_lower is not None else True)
+        )
         description = _describe(vocab, lower, vocab_file)
         return TokenizerChoice(Tokenizer(vocab, lower), description, vocab.warnings)
     if model is None:
         lower = True if lowercase is None else lowercase
         vocab = bundled_vocab()
-        return TokenizerChoice(Tokenizer(vocab, lower), _describe(vocab, lower, "bundled uncased vocab"))
+        return TokenizerChoice(
+            Tokenizer(vocab, lower), _describe(vocab, lower, "bundled uncased vocab")
+        )
     ref = resolve(model)
     vocab = read_vocab(ref)
     if vocab is None:
         raise BertctlError(
             f"{ref.label} has no vocab.txt here",
-            f"run `bertctl download {ref.release.name}` first" if ref.release else "pass --vocab FILE",
+            f"run `bertctl download {ref.release.name}` first"
+            if ref.release
+            else "pass --vocab FILE",
         )
     model_lower, why = model_casing(ref, vocab)
     check_casing(ref, lowercase, model_lower)
@@ -230,7 +240,9 @@ def tokenizer_for(
     if lowercase is not None and model_lower is not None and lowercase != model_lower:
         flag = "--uncased" if lowercase else "--cased"
         warnings.append(f"{flag} overrides the model's own casing ({why})")
-    lower = lowercase if lowercase is not None else (model_lower if model_lower is not None else True)
+    lower = (
+        lowercase if lowercase is not None else (model_lower if model_lower is not None else True)
+    )
     description = _describe(vocab, lower, ref.label, why)
     return TokenizerChoice(Tokenizer(vocab, lower), description, tuple(warnings))
 

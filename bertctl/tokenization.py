@@ -63,7 +63,9 @@ def _char_class(ranges: Iterable[tuple[int, int]]) -> str:
     """A regex character-class body for inclusive code-point ranges."""
     parts = []
     for lo, hi in ranges:
-        parts.append(re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}")
+        parts.append(
+            re.escape(chr(lo)) if lo == hi else f"{re.escape(chr(lo))}-{re.escape(chr(hi))}"
+        )
     return "".join(parts)
 
 
@@ -177,7 +179,9 @@ class Vocab:
     @property
     def looks_cased(self) -> bool:
         """True when regular tokens hold upper-case letters (an uncased vocab has none)."""
-        return any(t != t.lower() for t in self.tokens if not (t.startswith("[") and t.endswith("]")))
+        return any(
+            t != t.lower() for t in self.tokens if not (t.startswith("[") and t.endswith("]"))
+        )
 
 
 def parse_vocab(data: bytes, source: str = "vocab.txt") -> Vocab:

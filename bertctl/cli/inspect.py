@@ -84,7 +84,10 @@ def render(report) -> None:
         grid.add_row("Vocab", f"{v.size:,} tokens, {casing} ({v.casing_reason}); {v.source}")
     ck = report.checkpoint
     if ck:
-        parts = [f"{ck.tensors} tensors", ", ".join(f"{n} {d}" for d, n in sorted(ck.dtypes.items()))]
+        parts = [
+            f"{ck.tensors} tensors",
+            ", ".join(f"{n} {d}" for d, n in sorted(ck.dtypes.items())),
+        ]
         parts.append(ui.human_bytes(ck.bytes))
         parts.append("pretraining heads" if ck.has_pretraining_heads else "no pretraining heads")
         if ck.has_optimizer_slots:
@@ -95,7 +98,9 @@ def render(report) -> None:
             parts.append(f"classifier with {ck.classifier_labels} labels")
         grid.add_row("Checkpoint", f"{'; '.join(parts)}  [dim]{ck.path}[/]")
     if report.defaults_applied:
-        grid.add_row("Defaults", "Google's default for absent " + ", ".join(report.defaults_applied))
+        grid.add_row(
+            "Defaults", "Google's default for absent " + ", ".join(report.defaults_applied)
+        )
     out.print(grid)
     if ck and ck.tensor_list:
         t = ui.table("tensor", "dtype", "shape", "bytes")

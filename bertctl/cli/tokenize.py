@@ -14,7 +14,9 @@ from bertctl.errors import BertctlError, UsageError
 
 
 def tokenize(
-    text: Annotated[str | None, typer.Argument(help="Text to tokenize.", show_default=False)] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="Text to tokenize.", show_default=False)
+    ] = None,
     pair: Annotated[
         str | None, typer.Option("--pair", help="Second sentence of a pair (segment B).")
     ] = None,
@@ -50,7 +52,9 @@ def tokenize(
             "--input", "-i", metavar="FILE", help="Tokenize each line of FILE ('-' for stdin)."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="JSON output (one object per line with --input).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON output (one object per line with --input).")
+    ] = False,
 ) -> None:
     """WordPiece tokens, ids and segment ids, exactly as Google's tokenization.py gives them.
 
@@ -63,7 +67,10 @@ def tokenize(
     from bertctl.modelref import tokenizer_for
 
     if text is None and input_file is None:
-        raise UsageError("nothing to tokenize", 'pass a TEXT argument or --input FILE (e.g. bertctl tokenize "John Smith")')
+        raise UsageError(
+            "nothing to tokenize",
+            'pass a TEXT argument or --input FILE (e.g. bertctl tokenize "John Smith")',
+        )
     if text is not None and input_file is not None:
         raise UsageError("both TEXT and --input given", "pass one of them")
     if pair is not None and input_file is not None:
@@ -129,9 +136,13 @@ def _open_input(name: str) -> tuple[BinaryIO, int | None, str]:
     try:
         handle = path.open("rb")
     except FileNotFoundError:
-        raise BertctlError(f"{path}: no such file", "pass a text file with one text per line") from None
+        raise BertctlError(
+            f"{path}: no such file", "pass a text file with one text per line"
+        ) from None
     except IsADirectoryError:
-        raise BertctlError(f"{path} is a folder", "pass a text file with one text per line") from None
+        raise BertctlError(
+            f"{path} is a folder", "pass a text file with one text per line"
+        ) from None
     except OSError as exc:
         raise BertctlError(f"{path}: cannot read ({exc.strerror})") from None
     return handle, path.stat().st_size, str(path)

@@ -1,0 +1,60 @@
+"""The root command: help with examples, the demo, and a start-up that never loads torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from clirun import bertctl
+
+
+def test_help_lists_every_command_with_examples():
+    r = bertctl("--help")
+    assert r.code == 0
+    for command in ("demo", "tokenize", "inspect"):
+        assert command in r.stdout
+        assert f"bertctl {command}" in r.stdout  # a worked example for each
+
+
+@pytest.mark.parametrize("command", ["tokenize", "inspect", "demo"])
+def test_each_command_help_has_an_example(command):
+    r = bertctl(command, "--help")
+    assert r.code == 0
+    assert "Example" in r.stdout and f"bertctl {command}" in r.stdout
+
+
+PROBE = """
+import sys
+sys.argv = ["bertctl", *{args!r}]
+from bertctl.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "tensorflow"))
+sys.stderr.write("HEAVY=" + ",".join(heavy) + "\\n")
+"""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["tokenize", "John Smith"], ["inspect", "base-uncased"], ["tokenize", "--help"]],
+)
+def test_light_commands_never_import_torch_or_transformers(args):
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE.format(args=args)], capture_output=True, text=True, check=False
+    )
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY=")]
+    assert line == ["HEAVY="], proc.stderr
+
+
+def test_demo_runs_offline():
+    r = bertctl("demo")
+    assert r.code == 0, r.stderr
+    assert "[CLS] john smith [SEP]" in r.stdout
+    assert "109,482,240" in r.stdout and "177,853,440" in r.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    assert bertctl("frobnicate").code == 2
