@@ -248,29 +248,37 @@ def parse_proto(buf: bytes) -> list[tuple[int, int, int | bytes]]:
     return fields
 
 
-def _expect(field: int, wire: int, value: int | bytes, wanted: int, what: str) -> int | bytes:
-    """Return ``value`` if ``wire`` is the wire type ``what`` must have, else raise."""
-    if wire != wanted:
-        raise CheckpointError(f"{what} (field {field}) has wire type {wire}, expected {wanted}")
+def _int(field: tuple[int, int, int | bytes], what: str, wire: int = 0) -> int:
+    """The value of a varint field (fixed32 when ``wire`` is 5), after checking its wire type."""
+    number, got, value = field
+    if got != wire or not isinstance(value, int):
+        raise CheckpointError(f"{what} (field {number}) has wire type {got}, expected {wire}")
+    return value
+
+
+def _message(field: tuple[int, int, int | bytes], what: str) -> bytes:
+    """The bytes of a length-delimited field, after checking its wire type."""
+    number, got, value = field
+    if got != 2 or not isinstance(value, bytes):
+        raise CheckpointError(f"{what} (field {number}) has wire type {got}, expected 2")
     return value
 
 
 def parse_shape(buf: bytes) -> tuple[int, ...]:
     """Decode a ``TensorShapeProto``: ``2 dim { 1 size }``, ``3 unknown_rank``."""
     dims: list[int] = []
-    for field, wire, value in parse_proto(buf):
-        if field == 2:
-            dim = _expect(field, wire, value, 2, "shape dim")
+    for field in parse_proto(buf):
+        if field[0] == 2:
             size = 0  # proto3: a dimension of size 0 is stored as an empty message
-            for f2, w2, v2 in parse_proto(dim):  # type: ignore[arg-type]
-                if f2 == 1:
-                    size = _signed64(_expect(f2, w2, v2, 0, "dim size"))  # type: ignore[arg-type]
+            for sub in parse_proto(_message(field, "shape dim")):
+                if sub[0] == 1:
+                    size = _signed64(_int(sub, "dim size"))
             if size < 0:
                 raise CheckpointError(f"dimension of unknown size ({size})")
             dims.append(size)
             if len(dims) > _MAX_DIMS:
                 raise CheckpointError(f"more than {_MAX_DIMS} dimensions")
-        elif field == 3 and _expect(field, wire, value, 0, "unknown_rank"):
+        elif field[0] == 3 and _int(field, "unknown_rank"):
             raise CheckpointError("shape of unknown rank")
     return tuple(dims)
 
@@ -284,25 +292,28 @@ class _Header:
 
 
 def parse_header(buf: bytes) -> _Header:
-    """Decode a ``BundleHeaderProto``: 1 num_shards, 2 endianness, 3 version (VersionDef)."""
+    """Decode a ``BundleHeaderProto``: 1 num_shards, 2 endianness, 3 version (VersionDef).
+
+    VersionDef is ``1 producer, 2 min_consumer, 3 bad_consumers`` (repeated, maybe packed).
+    """
     num_shards = endianness = min_consumer = 0
     bad: list[int] = []
-    for field, wire, value in parse_proto(buf):
-        if field == 1:
-            num_shards = _signed64(_expect(field, wire, value, 0, "num_shards"))  # type: ignore[arg-type]
-        elif field == 2:
-            endianness = _expect(field, wire, value, 0, "endianness")  # type: ignore[assignment]
-        elif field == 3:
-            version = _expect(field, wire, value, 2, "version")
-            for f2, w2, v2 in parse_proto(version):  # type: ignore[arg-type]
-                if f2 == 2:
-                    min_consumer = _signed64(_expect(f2, w2, v2, 0, "min_consumer"))  # type: ignore[arg-type]
-                elif f2 == 3 and w2 == 0:
-                    bad.append(_signed64(v2))  # type: ignore[arg-type]
-                elif f2 == 3 and w2 == 2:  # packed repeated int32
-                    pos, end = 0, len(v2)  # type: ignore[arg-type]
-                    while pos < end:
-                        item, pos = _varint64(v2, pos, end)  # type: ignore[arg-type]
+    for field in parse_proto(buf):
+        if field[0] == 1:
+            num_shards = _signed64(_int(field, "num_shards"))
+        elif field[0] == 2:
+            endianness = _int(field, "endianness")
+        elif field[0] == 3:
+            for sub in parse_proto(_message(field, "version")):
+                if sub[0] == 2:
+                    min_consumer = _signed64(_int(sub, "min_consumer"))
+                elif sub[0] == 3 and sub[1] == 0:
+                    bad.append(_signed64(_int(sub, "bad_consumers")))
+                elif sub[0] == 3:
+                    packed = _message(sub, "bad_consumers")
+                    pos = 0
+                    while pos < len(packed):  # each step consumes >= 1 byte
+                        item, pos = _varint64(packed, pos, len(packed))
                         bad.append(_signed64(item))
     return _Header(num_shards, endianness, min_consumer, tuple(bad))
 
@@ -319,25 +330,29 @@ class _RawEntry:
 
 
 def parse_entry(buf: bytes) -> _RawEntry:
-    """Decode a ``BundleEntryProto``; fields proto3 omitted (zeros) default to 0."""
+    """Decode a ``BundleEntryProto``; fields proto3 omitted (zeros) default to 0.
+
+    Fields: 1 dtype, 2 shape, 3 shard_id, 4 offset, 5 size, 6 crc32c (fixed32), 7 slices.
+    """
     dtype = shard_id = offset = size = crc = 0
     shape: tuple[int, ...] = ()
     partitioned = False
-    for field, wire, value in parse_proto(buf):
-        if field == 1:
-            dtype = _expect(field, wire, value, 0, "dtype")  # type: ignore[assignment]
-        elif field == 2:
-            shape = parse_shape(_expect(field, wire, value, 2, "shape"))  # type: ignore[arg-type]
-        elif field == 3:
-            shard_id = _signed64(_expect(field, wire, value, 0, "shard_id"))  # type: ignore[arg-type]
-        elif field == 4:
-            offset = _signed64(_expect(field, wire, value, 0, "offset"))  # type: ignore[arg-type]
-        elif field == 5:
-            size = _signed64(_expect(field, wire, value, 0, "size"))  # type: ignore[arg-type]
-        elif field == 6:
-            crc = _expect(field, wire, value, 5, "crc32c")  # type: ignore[assignment]
-        elif field == 7:
-            partitioned = True
+    for field in parse_proto(buf):
+        number = field[0]
+        if number == 1:
+            dtype = _int(field, "dtype")
+        elif number == 2:
+            shape = parse_shape(_message(field, "shape"))
+        elif number == 3:
+            shard_id = _signed64(_int(field, "shard_id"))
+        elif number == 4:
+            offset = _signed64(_int(field, "offset"))
+        elif number == 5:
+            size = _signed64(_int(field, "size"))
+        elif number == 6:
+            crc = _int(field, "crc32c", wire=5)
+        elif number == 7:
+            partitioned = True  # slices: only partitioned variables have them
     return _RawEntry(dtype, shape, shard_id, offset, size, crc, partitioned)
 
 
@@ -388,7 +403,7 @@ def read_block(data: bytes, handle: tuple[int, int], what: str) -> bytes:
     return data[offset:end]
 
 
-def parse_block(block: bytes, key_budget: list[int]) -> list[tuple[bytes, bytes]]:
+def parse_block(block: bytes, key_budget: list[int] | None = None) -> list[tuple[bytes, bytes]]:
     """Decode the ``(key, value)`` entries of one block's contents, in stored order.
 
     Layout: entries, then ``num_restarts`` uint32 restart offsets, then ``num_restarts``. Each
@@ -396,9 +411,12 @@ def parse_block(block: bytes, key_budget: list[int]) -> list[tuple[bytes, bytes]
     key is the previous key's first ``shared`` bytes plus the suffix. Every restart offset must
     name an entry that shares nothing with its predecessor (the LevelDB invariant).
 
-    ``key_budget`` is a one-item list of decoded key bytes still allowed; it is decremented so
-    prefix compression cannot be abused to expand a small file into gigabytes of keys.
+    ``key_budget``, when given, is a one-item list of decoded key bytes still allowed, shared
+    by all blocks of a file; it is decremented so prefix compression cannot be abused to expand
+    a small file into gigabytes of keys. Without it, a budget of 16 x the block size applies.
     """
+    if key_budget is None:
+        key_budget = [_KEY_EXPANSION * len(block) + _KEY_SLACK]
     size = len(block)
     if size < 4:
         raise CheckpointError(f"block of {size} bytes has no restart count")
@@ -728,7 +746,11 @@ class Checkpoint:
         return _mask(crc)
 
     def verify(self, name: str) -> bool:
-        """Whether the masked CRC32C of the tensor's bytes equals the one in the index."""
+        """Whether the masked CRC32C of the tensor's bytes equals the one in the index.
+
+        A missing or too-short data file raises :class:`CheckpointError` rather than returning
+        ``False``: that is a broken download, not a flipped bit.
+        """
         entry = self._entry(name)
         path = self._checked_data_file(entry)
         try:
