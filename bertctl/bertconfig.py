@@ -8,6 +8,7 @@ defaults but says which ones it applied, and reports every problem instead of th
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,67 @@ def expected_tensor_shapes(config: BertConfig, heads: bool = True) -> dict[str, 
         shapes["cls/seq_relationship/output_weights"] = (2, h)
         shapes["cls/seq_relationship/output_bias"] = (2,)
     return shapes
+
+
+# Variables Google's training scripts add next to the model weights (REFERENCE §2), and the
+# classifier a fine-tuned checkpoint adds on top.
+TRAINING_SUFFIXES = ("/adam_m", "/adam_v")
+TRAINING_NAMES = ("global_step",)
+CLASSIFIER_NAMES = ("output_weights", "output_bias")
+
+
+def is_training_variable(name: str) -> bool:
+    """True for optimizer slots and `global_step`: saved by training, not part of the model."""
+    return (
+        name.endswith(TRAINING_SUFFIXES)
+        or name.startswith("AdamWeightDecayOptimizer")
+        or name in TRAINING_NAMES
+    )
+
+
+def compare_shapes(
+    found: Mapping[str, Sequence[int]], config: BertConfig, where: str
+) -> list[Problem]:
+    """Compare a checkpoint's tensor shapes with the ones `config` implies.
+
+    Training variables (Adam slots, `global_step`) are ignored. The pretraining heads are
+    optional: they are expected only when the checkpoint holds some `cls/` tensor. Returns an
+    error per mismatched shape, one error summarising missing tensors, and a warning for
+    tensors no BERT config explains (a fine-tuned classifier's `output_*` are accepted).
+
+    Args:
+        found: tensor name -> shape, as the checkpoint index records them.
+        config: the architecture they should match.
+        where: how to name the checkpoint in messages.
+    """
+    model = {n: tuple(s) for n, s in found.items() if not is_training_variable(n)}
+    heads = any(n.startswith("cls/") for n in model)
+    expected = expected_tensor_shapes(config, heads=heads)
+    problems = []
+    missing = [n for n in expected if n not in model]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        problems.append(
+            Problem("error", f"{where}: tensor {missing[0]}{more} missing for this config")
+        )
+    for name, shape in expected.items():
+        if name in model and model[name] != shape:
+            problems.append(
+                Problem(
+                    "error",
+                    f"{where}: tensor {name} has shape {list(model[name])}, the config implies "
+                    f"{list(shape)}; the checkpoint and bert_config.json do not belong together",
+                )
+            )
+    extra = [n for n in model if n not in expected and n not in CLASSIFIER_NAMES]
+    if extra:
+        problems.append(
+            Problem(
+                "warning",
+                f"{where}: {len(extra)} tensor(s) no BERT config explains, e.g. {extra[0]}",
+            )
+        )
+    return problems
 
 
 def count_parameters(config: BertConfig, heads: bool = False) -> int:

@@ -15,22 +15,19 @@ from typing import Any
 
 from bertctl import modelref
 from bertctl.bertconfig import (
+    TRAINING_NAMES,
+    TRAINING_SUFFIXES,
     BertConfig,
     LoadedConfig,
     Problem,
     check_config,
+    compare_shapes,
     count_parameters,
-    expected_tensor_shapes,
     load_config,
     parse_config_bytes,
 )
 from bertctl.errors import BertctlError
 from bertctl.tokenization import Vocab
-
-# Variables Google's training scripts add next to the model weights.
-_TRAINING_SUFFIXES = ("/adam_m", "/adam_v")
-_TRAINING_NAMES = ("global_step",)
-_CLASSIFIER_NAMES = ("output_weights", "output_bias")
 
 
 @dataclass
@@ -145,9 +142,9 @@ def _checkpoint_info(
     for name, entry in entries.items():
         dtypes[entry.dtype] = dtypes.get(entry.dtype, 0) + 1
         total += entry.size
-        if name.endswith(_TRAINING_SUFFIXES) or name.startswith("AdamWeightDecayOptimizer"):
+        if name.endswith(TRAINING_SUFFIXES) or name.startswith("AdamWeightDecayOptimizer"):
             slots = True
-        elif name not in _TRAINING_NAMES:
+        elif name not in TRAINING_NAMES:
             model[name] = tuple(entry.shape)
     heads = any(n.startswith("cls/") for n in model)
     labels = None
@@ -170,38 +167,8 @@ def _checkpoint_info(
             TensorInfo(e.name, e.dtype, list(e.shape), e.size) for e in entries.values()
         ]
     if config is not None:
-        problems.extend(_compare_shapes(model, expected_tensor_shapes(config, heads=heads), path))
+        problems.extend(compare_shapes(model, config, path))
     return info, problems
-
-
-def _compare_shapes(
-    found: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], where: str
-) -> list[Problem]:
-    problems = []
-    missing = [n for n in expected if n not in found]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        problems.append(
-            Problem("error", f"{where}: tensor {missing[0]}{more} missing for this config")
-        )
-    for name, shape in expected.items():
-        if name in found and tuple(found[name]) != shape:
-            problems.append(
-                Problem(
-                    "error",
-                    f"{where}: tensor {name} has shape {list(found[name])}, the config implies "
-                    f"{list(shape)}; the checkpoint and bert_config.json do not belong together",
-                )
-            )
-    extra = [n for n in found if n not in expected and n not in _CLASSIFIER_NAMES]
-    if extra:
-        problems.append(
-            Problem(
-                "warning",
-                f"{where}: {len(extra)} tensor(s) no BERT config explains, e.g. {extra[0]}",
-            )
-        )
-    return problems
 
 
 def _safetensors_info(path: Path, tensors: bool) -> CheckpointInfo:

@@ -1,0 +1,764 @@
+"""Verify a release zip or model folder; the results are values, never printed here.
+
+Checks, each a :class:`Check` in a :class:`VerifyReport`:
+
+* ``zip``, ``zip safety``, ``zip crc`` (zips only): the zip opens; no member is unsafe to extract;
+  every member decompresses to its end with the CRC-32 the zip records.
+* ``files``: bert_config.json, vocab.txt, the checkpoint's ``.index`` and every ``.data-*`` shard
+  are present (``.meta`` is never required).
+* ``sha256``: each file against the hash published for the release (REFERENCE §1), skipped with
+  the reason where none is published.
+* ``config``: bert_config.json is valid and, for a known release, describes its architecture.
+* ``vocab size``: vocab.txt's line count equals the config's (and the release's) vocab_size.
+* ``casing``: the vocab is cased exactly when the release is.
+* ``shapes``: the checkpoint's model tensors have the shapes the config implies.
+* ``tensor crc32c``: every tensor's bytes against the masked CRC32C its index entry records;
+  one failed check per damaged tensor, naming it.
+
+Every file is read once: a single streaming pass (1 MiB chunks) feeds the SHA-256, the zip
+CRC-32 and the per-tensor CRC32Cs together, so a 440 MB data file, in a folder or inside a zip,
+is never read twice or extracted to disk. Only the small ``.index`` of a zip goes to a temporary
+folder, so that :class:`~bertctl.tfcheckpoint.Checkpoint` can parse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bertctl import archive, catalog
+from bertctl.bertconfig import (
+    BertConfig,
+    LoadedConfig,
+    compare_shapes,
+    load_config,
+    parse_config_bytes,
+)
+from bertctl.catalog import Release
+from bertctl.errors import BertctlError
+from bertctl.tfcheckpoint import Checkpoint, TensorEntry, _mask
+from bertctl.tokenization import Vocab, parse_vocab
+
+Progress = Callable[[int, int], None]
+
+CHUNK = 1 << 20
+CONFIG = "bert_config.json"
+VOCAB = "vocab.txt"
+# Small members of a zip are read into memory; anything beyond this is not a real one.
+_SMALL_LIMIT = 64 << 20
+_REDOWNLOAD = "re-download the release"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One verification step.
+
+    Attributes:
+        name: the kind of check: "zip", "zip safety", "zip crc", "files", "sha256", "config",
+            "vocab size", "casing", "shapes" or "tensor crc32c".
+        target: the exact file, zip member or tensor checked.
+        ok: True passed, False failed, None skipped (``detail`` says why).
+        detail: one line: what was found and, on failure, what to do.
+    """
+
+    name: str
+    target: str
+    ok: bool | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Every check run on one zip or folder.
+
+    Attributes:
+        target: the zip or folder verified.
+        checks: in the order they were run.
+        release: the catalogue name of the release compared against, if any.
+    """
+
+    target: str
+    checks: tuple[Check, ...]
+    release: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when no check failed (skipped checks do not count as failures)."""
+        return not any(c.ok is False for c in self.checks)
+
+    @property
+    def failures(self) -> tuple[Check, ...]:
+        return tuple(c for c in self.checks if c.ok is False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "release": self.release,
+            "ok": self.ok,
+            "checks": [asdict(c) for c in self.checks],
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Tensor CRC32Cs from one sequential pass over a data file
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Span:
+    entry: TensorEntry
+    crc: int = 0
+
+
+class TensorStream:
+    """Masked CRC32C of every tensor of one data shard, from the shard's bytes fed in order.
+
+    Tensors lie in the data file by offset, so sorting the entries by offset lets one pass hash
+    each span as the bytes go by: no seeking, so it works on a zip member stream as well as on a
+    file. Overlapping spans (only a crafted index has them) are handled too.
+
+    >>> stream = TensorStream(ckpt.entries.values())  # doctest: +SKIP
+    >>> for chunk in chunks: stream.feed(chunk)       # doctest: +SKIP
+    >>> stream.finish()                               # doctest: +SKIP
+    """
+
+    def __init__(self, entries: Iterable[TensorEntry]) -> None:
+        self._pending = sorted(entries, key=lambda e: (e.offset, e.size, e.name))
+        self._next = 0
+        self._active: list[_Span] = []
+        self.position = 0
+        #: (entry, masked CRC32C of its bytes), in the order each finished.
+        self.done: list[tuple[TensorEntry, int]] = []
+
+    def feed(self, chunk: bytes) -> None:
+        import google_crc32c
+
+        start, end = self.position, self.position + len(chunk)
+        while self._next < len(self._pending) and self._pending[self._next].offset < end:
+            self._active.append(_Span(self._pending[self._next]))
+            self._next += 1
+        still: list[_Span] = []
+        for span in self._active:
+            lo = max(span.entry.offset, start)
+            hi = min(span.entry.offset + span.entry.size, end)
+            if hi > lo:
+                span.crc = google_crc32c.extend(span.crc, chunk[lo - start : hi - start])
+            if span.entry.offset + span.entry.size <= end:
+                self.done.append((span.entry, _mask(span.crc)))
+            else:
+                still.append(span)
+        self._active = still
+        self.position = end
+
+    def finish(self) -> list[TensorEntry]:
+        """Close the stream: finish empty tensors at its end; return those it did not reach."""
+        left = [s.entry for s in self._active] + self._pending[self._next :]
+        self._active, self._next = [], len(self._pending)
+        unfinished = []
+        for entry in left:
+            if entry.size == 0 and entry.offset <= self.position:
+                self.done.append((entry, _mask(0)))
+            else:
+                unfinished.append(entry)
+        return unfinished
+
+
+# --------------------------------------------------------------------------------------------
+# What a verification gathers, whatever the container
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Facts:
+    """Everything read from a folder or zip, before it is judged."""
+
+    target: str
+    release: Release | None
+    inferred: bool
+    where: Callable[[str], str]  # base name -> how to name that file in messages
+    folder_label: str
+    names: set[str] = field(default_factory=set)
+    checks: list[Check] = field(default_factory=list)
+    config: LoadedConfig | None = None
+    config_error: str | None = None
+    vocab: Vocab | None = None
+    vocab_error: str | None = None
+    vocab_sha: str | None = None
+    ckpt: Checkpoint | None = None
+    ckpt_error: str | None = None
+    index_name: str | None = None
+    digests: dict[str, str] = field(default_factory=dict)
+    unread: dict[str, str] = field(default_factory=dict)  # base name -> why not read fully
+    streams: dict[str, TensorStream] = field(default_factory=dict)  # data file -> its tensors
+
+    def data_names(self) -> list[str]:
+        if self.ckpt is None or self.index_name is None:
+            return []
+        prefix = self.index_name[: -len(".index")]
+        n = self.ckpt.num_shards
+        return [f"{prefix}.data-{i:05d}-of-{n:05d}" for i in range(n)]
+
+    def hashed_names(self) -> set[str]:
+        return set(self.release.sha256) if self.release is not None else set()
+
+    def add_streams(self) -> None:
+        """A TensorStream for each data shard, once the checkpoint index is parsed."""
+        if self.ckpt is None:
+            return
+        for shard, name in enumerate(self.data_names()):
+            self.streams[name] = TensorStream(
+                e for e in self.ckpt.entries.values() if e.shard_id == shard
+            )
+
+
+def _infer_release(candidates: Iterable[str], has_meta: bool) -> Release | None:
+    """The release a folder or zip name designates, as catalog.casing_from_name reads names."""
+    release = None
+    for name in candidates:
+        found = catalog.casing_from_name(name) if name else None
+        release = catalog.find(found[1]) if found else None
+        if release is not None:
+            break
+    if release is None:
+        return None
+    if release.sha256 and not has_meta:
+        # The 2020 compact set re-released uncased_L-12_H-768_A-12 under the same folder name,
+        # without .meta; its files are not the 2018 ones, whose published hashes would all fail.
+        twin = next(
+            (r for r in catalog.RELEASES if r.folder == release.folder and r != release), None
+        )
+        if twin is not None:
+            return twin
+    return release
+
+
+def _pick_index(names: Iterable[str]) -> tuple[str | None, str | None]:
+    """(index file name, None) or (None, why there is no single one), as resolve_prefix picks."""
+    indexes = sorted(n for n in names if n.endswith(".index"))
+    if len(indexes) == 1:
+        return indexes[0], None
+    if "bert_model.ckpt.index" in indexes:
+        return "bert_model.ckpt.index", None
+    if not indexes:
+        return None, "no checkpoint .index file"
+    return None, f"{len(indexes)} checkpoints ({', '.join(indexes[:3])}); keep only the model's"
+
+
+def _read_vocab(facts: _Facts, data: bytes) -> None:
+    facts.vocab_sha = hashlib.sha256(data).hexdigest()
+    try:
+        facts.vocab = parse_vocab(data, source=facts.where(VOCAB))
+    except BertctlError as exc:
+        facts.vocab_error = exc.one_line()
+
+
+# --------------------------------------------------------------------------------------------
+# Folders
+# --------------------------------------------------------------------------------------------
+
+
+def verify_folder(
+    folder: str | Path, release: Release | None = None, on_progress: Progress | None = None
+) -> VerifyReport:
+    """Verify an extracted release folder (or a folder holding exactly one).
+
+    Args:
+        folder: the model folder.
+        release: the release to compare with; by default the one the folder's name designates.
+        on_progress: called as ``(bytes_done, bytes_total)`` while files are read.
+
+    Raises:
+        BertctlError: ``folder`` does not exist or is not a folder.
+    """
+    from bertctl.modelref import find_model_folder
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise BertctlError(f"{folder}: no such folder", "pass the folder a release extracted to")
+    if not folder.is_dir():
+        raise BertctlError(
+            f"{folder} is not a folder", "pass a model folder (verify a .zip as a zip)"
+        )
+    model = find_model_folder(folder) or folder
+    names = {p.name for p in model.iterdir() if p.is_file()}
+    inferred = release is None
+    if release is None:
+        release = _infer_release([str(model)], any(n.endswith(".meta") for n in names))
+    facts = _Facts(
+        target=str(folder),
+        release=release,
+        inferred=inferred,
+        where=lambda base: str(model / base),
+        folder_label=str(model),
+        names=names,
+    )
+    if CONFIG in names:
+        try:
+            facts.config = load_config(model / CONFIG)
+        except BertctlError as exc:
+            facts.config_error = exc.one_line()
+    if VOCAB in names:
+        try:
+            _read_vocab(facts, (model / VOCAB).read_bytes())
+        except OSError as exc:
+            facts.vocab_error = f"{model / VOCAB}: cannot read ({exc.strerror or exc})"
+    facts.index_name, why = _pick_index(names)
+    if facts.index_name is None:
+        facts.ckpt_error = f"{model}: {why}"
+    else:
+        try:
+            facts.ckpt = Checkpoint(model / facts.index_name[: -len(".index")])
+        except BertctlError as exc:
+            facts.ckpt_error = exc.one_line()
+    facts.add_streams()
+
+    to_read = sorted((facts.hashed_names() | set(facts.streams)) & names)
+    total = sum((model / n).stat().st_size for n in to_read)
+    done = 0
+    for name in to_read:
+        hasher = hashlib.sha256() if name in facts.hashed_names() else None
+        stream = facts.streams.get(name)
+        try:
+            with (model / name).open("rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    if hasher is not None:
+                        hasher.update(chunk)
+                    if stream is not None:
+                        stream.feed(chunk)
+                    done += len(chunk)
+                    if on_progress is not None:
+                        on_progress(done, total)
+        except OSError as exc:
+            facts.unread[name] = f"cannot read it ({exc.strerror or exc})"
+            continue
+        if hasher is not None:
+            facts.digests[name] = hasher.hexdigest()
+    return _judge(facts)
+
+
+# --------------------------------------------------------------------------------------------
+# Zips
+# --------------------------------------------------------------------------------------------
+
+
+def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, label: str) -> tuple[bytes | None, str]:
+    """A small member's bytes, or (None, why) when it is too large or damaged."""
+    if info.file_size > _SMALL_LIMIT:
+        return None, f"{label}:{info.filename} claims {info.file_size:,} bytes, far too many"
+    parts: list[bytes] = []
+    check = archive.stream_member(zf, info, label, sink=parts.append)
+    return (b"".join(parts), "") if check.ok else (None, check.detail)
+
+
+def verify_zip(
+    path: str | Path, release: Release | None = None, on_progress: Progress | None = None
+) -> VerifyReport:
+    """Verify a release zip in place, extracting nothing but the small checkpoint index.
+
+    Every member is read once, in file order: its CRC-32, the SHA-256 of the model files and
+    the CRC32C of each tensor in the data member are computed from the same stream.
+
+    Args:
+        path: the zip.
+        release: the release to compare with; by default the one the zip's model folder or
+            file name designates.
+        on_progress: called as ``(bytes_done, bytes_total)`` over the members' uncompressed size.
+
+    Raises:
+        BertctlError: ``path`` does not exist or is a folder.
+    """
+    path = Path(path)
+    label = str(path)
+    if not path.exists():
+        raise BertctlError(f"{path}: no such file", "pass the path of a release zip")
+    if path.is_dir():
+        raise BertctlError(f"{path} is a folder", "verify it as a folder, or pass the .zip")
+    try:
+        zf = archive.open_zip(path)
+    except archive.ArchiveError as exc:
+        return VerifyReport(label, (Check("zip", label, False, exc.one_line()),))
+    with zf:
+        return _verify_open_zip(zf, path, release, on_progress)
+
+
+def _verify_open_zip(
+    zf: zipfile.ZipFile, path: Path, release: Release | None, on_progress: Progress | None
+) -> VerifyReport:
+    label = str(path)
+    checks: list[Check] = []
+    try:
+        archive.audit(zf, label)
+        checks.append(Check("zip safety", label, True, "no unsafe or duplicate member names"))
+    except archive.ArchiveError as exc:
+        checks.append(Check("zip safety", label, False, exc.one_line()))
+    try:
+        folder: str | None = archive.find_model_folder(zf, label)
+    except archive.ArchiveError as exc:
+        folder = None
+        checks.append(Check("files", label, False, exc.one_line()))
+    members = archive.folder_members(zf, folder) if folder is not None else {}
+    inferred = release is None
+    if release is None and folder is not None:
+        candidates = [folder.rpartition("/")[2], path.stem]
+        release = _infer_release(candidates, any(n.endswith(".meta") for n in members))
+    prefix = f"{folder}/" if folder else ""
+    facts = _Facts(
+        target=label,
+        release=release,
+        inferred=inferred,
+        where=lambda base: f"{label}:{prefix}{base}",
+        folder_label=f"{label}:{prefix or '(zip root)'}",
+        names=set(members),
+    )
+    if folder is not None:
+        with tempfile.TemporaryDirectory(prefix="bertctl-verify-") as tmp:
+            _read_zip_model_files(zf, label, members, facts, Path(tmp))
+        facts.add_streams()
+
+    # One pass over every member in file order: zip CRC-32, SHA-256 and tensor CRC32Cs at once.
+    base_of = {info.filename: base for base, info in members.items()}
+    infos = archive.file_members(zf)
+    total = sum(i.file_size for i in infos)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    for info in infos:
+        base = base_of.get(info.filename)
+        hasher = hashlib.sha256() if base in facts.hashed_names() else None
+        stream = facts.streams.get(base) if base is not None else None
+        result = archive.stream_member(
+            zf, info, label, sink=_fan_out(hasher, stream), on_bytes=advance
+        )
+        checks.append(Check("zip crc", f"{label}:{info.filename}", result.ok, result.detail))
+        if base is None:
+            continue
+        if result.read != result.size:
+            facts.unread[base] = "the zip member cannot be read to its end"
+        elif hasher is not None:
+            facts.digests[base] = hasher.hexdigest()
+    if folder is None:
+        return VerifyReport(label, tuple(checks))
+    facts.checks = checks
+    return _judge(facts)
+
+
+def _fan_out(hasher: Any, stream: TensorStream | None) -> Callable[[bytes], None] | None:
+    """One sink feeding a chunk to the hash and the tensor stream that want it."""
+    feeds = [f for f in (hasher and hasher.update, stream and stream.feed) if f]
+    if not feeds:
+        return None
+    if len(feeds) == 1:
+        return feeds[0]
+
+    def sink(chunk: bytes) -> None:
+        for feed in feeds:
+            feed(chunk)
+
+    return sink
+
+
+def _read_zip_model_files(
+    zf: zipfile.ZipFile,
+    label: str,
+    members: dict[str, zipfile.ZipInfo],
+    facts: _Facts,
+    tmp: Path,
+) -> None:
+    """Config, vocab and checkpoint index from the zip (small: read into memory)."""
+    if CONFIG in members:
+        data, why = _read_small(zf, members[CONFIG], label)
+        if data is None:
+            facts.config_error = why
+        else:
+            try:
+                facts.config = parse_config_bytes(data, facts.where(CONFIG))
+            except BertctlError as exc:
+                facts.config_error = exc.one_line()
+    if VOCAB in members:
+        data, why = _read_small(zf, members[VOCAB], label)
+        if data is None:
+            facts.vocab_error = why
+        else:
+            _read_vocab(facts, data)
+    facts.index_name, why = _pick_index(members)
+    if facts.index_name is None:
+        facts.ckpt_error = f"{facts.folder_label}: {why}"
+        return
+    data, why = _read_small(zf, members[facts.index_name], label)
+    if data is None:
+        facts.ckpt_error = why
+        return
+    (tmp / facts.index_name).write_bytes(data)
+    try:
+        facts.ckpt = Checkpoint(tmp / facts.index_name[: -len(".index")])
+    except BertctlError as exc:
+        # Name the member, not the temporary copy.
+        text = exc.one_line().replace(str(tmp / facts.index_name), facts.where(facts.index_name))
+        facts.ckpt_error = text
+
+
+# --------------------------------------------------------------------------------------------
+# Judging what was read
+# --------------------------------------------------------------------------------------------
+
+
+def _judge(f: _Facts) -> VerifyReport:
+    checks = f.checks
+    checks.append(_files_check(f))
+    checks.extend(_sha_checks(f))
+    config = f.config.config if f.config is not None else None
+    checks.append(_config_check(f))
+    checks.append(_vocab_size_check(f, config))
+    checks.append(_casing_check(f))
+    checks.extend(_shape_checks(f, config))
+    checks.extend(_tensor_checks(f))
+    return VerifyReport(f.target, tuple(checks), f.release.name if f.release else None)
+
+
+def _files_check(f: _Facts) -> Check:
+    required = [CONFIG, VOCAB]
+    required.append(f.index_name or "bert_model.ckpt.index")
+    data = f.data_names() or (
+        [n for n in f.names if ".data-" in n] or ["bert_model.ckpt.data-00000-of-00001"]
+    )
+    required.extend(data)
+    missing = [n for n in required if n not in f.names]
+    if missing:
+        return Check(
+            "files",
+            f.folder_label,
+            False,
+            f"missing {', '.join(missing)}; re-extract or {_REDOWNLOAD}",
+        )
+    extra = "" if any(n.endswith(".meta") for n in f.names) else " (no .meta, which is not needed)"
+    return Check("files", f.folder_label, True, f"{', '.join(required)} present{extra}")
+
+
+def _sha_checks(f: _Facts) -> list[Check]:
+    rel = f.release
+    if rel is None:
+        return [
+            Check(
+                "sha256",
+                f.folder_label,
+                None,
+                "skipped: the name is not one of Google's releases, so there is no published hash "
+                "to compare with; name the release to compare",
+            )
+        ]
+    if not rel.sha256:
+        return [
+            Check(
+                "sha256",
+                f.folder_label,
+                None,
+                f"skipped: no SHA-256 is published for {rel.name} ({rel.folder}); the tensor "
+                "CRC32Cs below are its integrity check",
+            )
+        ]
+    out = []
+    guess = (
+        f" (the release was taken from the name {rel.folder}; name it explicitly if this is "
+        "another model)"
+        if f.inferred
+        else ""
+    )
+    for name, want in sorted(rel.sha256.items()):
+        target = f.where(name)
+        if name not in f.names:
+            why = "not needed by bertctl" if name.endswith(".meta") else "see the files check"
+            out.append(Check("sha256", target, None, f"skipped: the file is absent ({why})"))
+        elif name in f.unread:
+            out.append(Check("sha256", target, False, f"not hashed: {f.unread[name]}"))
+        elif f.digests.get(name) == want:
+            out.append(Check("sha256", target, True, f"{want} as published for {rel.folder}"))
+        else:
+            out.append(
+                Check(
+                    "sha256",
+                    target,
+                    False,
+                    f"{f.digests.get(name)} but {rel.folder} publishes {want}: the file is not "
+                    f"Google's; {_REDOWNLOAD}{guess}",
+                )
+            )
+    return out
+
+
+_ARCH = (
+    ("num_hidden_layers", "layers"),
+    ("hidden_size", "hidden"),
+    ("num_attention_heads", "heads"),
+    ("intermediate_size", "intermediate"),
+    ("vocab_size", "vocab_size"),
+)
+
+
+def _config_check(f: _Facts) -> Check:
+    target = f.where(CONFIG)
+    if f.config_error:
+        return Check("config", target, False, f.config_error)
+    if f.config is None:
+        return Check("config", target, None, "skipped: no bert_config.json")
+    loaded = f.config
+    if loaded.config is None:
+        errors = loaded.errors
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        return Check("config", target, False, f"{errors[0].message}{more}")
+    c = loaded.config
+    if f.release is not None:
+        wrong = [
+            f"{key} {getattr(c, key)} (the release has {getattr(f.release, attr)})"
+            for key, attr in _ARCH
+            if getattr(c, key) != getattr(f.release, attr)
+        ]
+        if wrong:
+            return Check(
+                "config",
+                target,
+                False,
+                f"says {', '.join(wrong)}: not the config of {f.release.folder}; restore the "
+                "release's bert_config.json",
+            )
+    warnings = [p.message for p in loaded.problems if p.level == "warning"]
+    note = f"; {len(warnings)} warning(s), first: {warnings[0]}" if warnings else ""
+    return Check(
+        "config",
+        target,
+        True,
+        f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, "
+        f"intermediate {c.intermediate_size}, vocab {c.vocab_size}{note}",
+    )
+
+
+def _vocab_size_check(f: _Facts, config: BertConfig | None) -> Check:
+    target = f.where(VOCAB)
+    if f.vocab_error:
+        return Check("vocab size", target, False, f.vocab_error)
+    if f.vocab is None:
+        return Check("vocab size", target, None, "skipped: no vocab.txt")
+    lines = len(f.vocab)
+    if config is None:
+        return Check(
+            "vocab size", target, None, f"skipped: {lines} lines, but no valid config to compare"
+        )
+    if lines != config.vocab_size:
+        return Check(
+            "vocab size",
+            target,
+            False,
+            f"{lines} lines but bert_config.json says vocab_size {config.vocab_size}; use the "
+            "vocab.txt that came with the model",
+        )
+    return Check("vocab size", target, True, f"{lines} lines, as vocab_size says")
+
+
+def _casing_check(f: _Facts) -> Check:
+    target = f.where(VOCAB)
+    if f.vocab is None:
+        return Check("casing", target, None, "skipped: no readable vocab.txt")
+    looks = "holds upper-case tokens" if f.vocab.looks_cased else "holds no upper-case tokens"
+    rel = f.release
+    if rel is None:
+        return Check("casing", target, None, f"skipped: the release is unknown; the vocab {looks}")
+    kind = "uncased" if rel.lowercase else "cased"
+    if f.vocab_sha is not None and f.vocab_sha == rel.sha256.get(VOCAB):
+        return Check("casing", target, True, f"the published {kind} vocab of {rel.folder}")
+    if f.vocab.looks_cased == (not rel.lowercase):
+        return Check("casing", target, True, f"the vocab {looks}, as {rel.folder} is {kind}")
+    return Check(
+        "casing",
+        target,
+        False,
+        f"the vocab {looks}, but {rel.folder} is {kind}: this is not the release's own "
+        "vocab.txt; restore it from the release",
+    )
+
+
+def _shape_checks(f: _Facts, config: BertConfig | None) -> list[Check]:
+    target = f.where(f.index_name or "bert_model.ckpt.index")
+    if f.ckpt is None:
+        return [Check("shapes", target, None, "skipped: the checkpoint index is unreadable")]
+    if config is None:
+        return [Check("shapes", target, None, "skipped: no valid bert_config.json to compare")]
+    where = f.where(f.index_name[: -len(".index")]) if f.index_name else target
+    found = {name: e.shape for name, e in f.ckpt.entries.items()}
+    problems = compare_shapes(found, config, where)
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        return [Check("shapes", target, False, p.message) for p in errors]
+    notes = "; ".join(p.message for p in problems)
+    return [
+        Check(
+            "shapes",
+            target,
+            True,
+            "every model tensor has the shape bert_config.json implies"
+            + (f"; {notes}" if notes else ""),
+        )
+    ]
+
+
+def _tensor_checks(f: _Facts) -> list[Check]:
+    if f.ckpt is None:
+        target = f.where(f.index_name) if f.index_name else f.folder_label
+        return [Check("tensor crc32c", target, False, f.ckpt_error or "no checkpoint")]
+    out: list[Check] = []
+    for name, stream in f.streams.items():
+        data = f.where(name)
+        unfinished = stream.finish()
+        for entry, got in stream.done:
+            if got != entry.crc32c:
+                out.append(
+                    Check(
+                        "tensor crc32c",
+                        entry.name,
+                        False,
+                        f"masked CRC32C {got:08x}, the index records {entry.crc32c:08x}: bytes "
+                        f"{entry.offset:,}-{entry.offset + entry.size - 1:,} of {data} are "
+                        f"damaged; {_REDOWNLOAD}",
+                    )
+                )
+        if unfinished:
+            if name not in f.names:
+                why = "the file is missing"
+            elif name in f.unread:
+                why = f.unread[name]
+            else:
+                why = f"the file ends at byte {stream.position:,}: it is truncated"
+            out.append(
+                Check(
+                    "tensor crc32c",
+                    data,
+                    False,
+                    f"{len(unfinished)} tensor(s) not checked, the first {unfinished[0].name}: "
+                    f"{why}; {_REDOWNLOAD}",
+                )
+            )
+    if not out:
+        total = len(f.ckpt.entries)
+        strings = len(f.ckpt.string_tensors)
+        note = (
+            f" ({strings} string tensor(s) hold no numbers and are not checked)" if strings else ""
+        )
+        names = list(f.streams)
+        target = f.where(names[0] if len(names) == 1 else f.index_name or "")
+        out.append(
+            Check(
+                "tensor crc32c",
+                target,
+                True,
+                f"all {total} tensors match the masked CRC32C in the index{note}",
+            )
+        )
+    return out
