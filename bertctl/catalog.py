@@ -202,7 +202,7 @@ def _small_models() -> list[Release]:
             if (layers, hidden) != (12, 768):
                 # L-12/H-768 shares its folder name with BERT-Base, which keeps that alias.
                 aliases += (folder,)
-            label = f"compact English model, {layers} layers, hidden {hidden}"
+            label = f"{layers} layers, hidden {hidden}"
             out.append(
                 Release(
                     name=name,
@@ -214,9 +214,9 @@ def _small_models() -> list[Release]:
                     intermediate=4 * hidden,
                     vocab_size=30522,
                     lowercase=True,
-                    description=f"BERT-{named.capitalize()}, {label}"
+                    description=f"BERT-{named.capitalize()}, English, {label}"
                     if named
-                    else label.capitalize(),
+                    else f"English, {label}",
                     aliases=aliases,
                 )
             )

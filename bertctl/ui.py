@@ -49,7 +49,7 @@ def table(*columns: str, title: str | None = None) -> Table:
     """A plain table in bertctl's style."""
     t = Table(title=title, title_justify="left", header_style="bold", box=None, pad_edge=False)
     for col in columns:
-        t.add_column(col)
+        t.add_column(col, overflow="fold")
     return t
 
 
@@ -61,6 +61,9 @@ class _PlainProgress:
         self.done = 0.0
         self.start = self.last = time.monotonic()
         self.postfix = ""
+
+    def set_total(self, total: float | None) -> None:
+        self.total = total
 
     def advance(self, amount: float = 1.0, postfix: str | None = None) -> None:
         self.done += amount
@@ -119,6 +122,9 @@ class _RichProgress:
         self.done = 0.0
         self.progress.start()
 
+    def set_total(self, total: float | None) -> None:
+        self.progress.update(self.task, total=total)
+
     def advance(self, amount: float = 1.0, postfix: str | None = None) -> None:
         self.done += amount
         rate = self.done / max(time.monotonic() - self.start, 1e-9)
@@ -171,3 +177,13 @@ def _duration(seconds: float) -> str:
 
 def human_bytes(n: float) -> str:
     return _human(n, "B")
+
+
+class Reporter:
+    """Tells the user about the steps of long work: a line per step, a bar per long one."""
+
+    def step(self, message: str) -> None:
+        info(message)
+
+    def progress(self, description: str, total: float | None, unit: str):
+        return progress(description, total=total, unit=unit)

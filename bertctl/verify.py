@@ -36,6 +36,7 @@ from bertctl.bertconfig import (
     BertConfig,
     LoadedConfig,
     compare_shapes,
+    expected_tensor_shapes,
     load_config,
     parse_config_bytes,
 )
@@ -762,3 +763,254 @@ def _tensor_checks(f: _Facts) -> list[Check]:
             )
         )
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# HF-format folders (a converted release, a Hub download, a fine-tuned run)
+# --------------------------------------------------------------------------------------------
+
+HF_CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
+    """Tensor name -> {"dtype", "shape", "data_offsets"} from a safetensors file's JSON header.
+
+    Only the header is read (8-byte little-endian length, then JSON), so this is cheap and never
+    touches the weights. Raises BertctlError for a file that is not safetensors.
+    """
+    import json
+    import struct
+
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise BertctlError(f"{path}: too short for a safetensors file", "download it again")
+        (length,) = struct.unpack("<Q", head)
+        if length > min(size - 8, 100 << 20):
+            raise BertctlError(
+                f"{path}: safetensors header length {length} runs past the file",
+                "download it again",
+            )
+        try:
+            header = json.loads(fh.read(length))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BertctlError(
+                f"{path}: safetensors header is not JSON", "download it again"
+            ) from None
+    if not isinstance(header, dict):
+        raise BertctlError(f"{path}: safetensors header is not an object", "download it again")
+    header.pop("__metadata__", None)
+    return header
+
+
+def hf_expected_shapes(config: BertConfig, heads: bool) -> dict[str, tuple[int, ...]]:
+    """transformers key (without the `bert.` prefix) -> shape, for every model tensor."""
+    from bertctl.convert import hf_name, needs_transpose
+
+    out = {}
+    for tf_name, shape in expected_tensor_shapes(config, heads=heads).items():
+        key = hf_name(tf_name)
+        assert key is not None
+        out[key.removeprefix("bert.")] = (
+            tuple(reversed(shape)) if needs_transpose(tf_name) else shape
+        )
+    return out
+
+
+def _normalise_hf_key(key: str) -> str:
+    """Strip the `bert.` prefix and map old LayerNorm names (gamma/beta) to weight/bias."""
+    key = key.removeprefix("bert.")
+    if key.endswith("LayerNorm.gamma"):
+        key = key[: -len("gamma")] + "weight"
+    elif key.endswith("LayerNorm.beta"):
+        key = key[: -len("beta")] + "bias"
+    return key
+
+
+def verify_hf_folder(folder: Path, release: Release | None = None) -> VerifyReport:
+    """Files, config, vocab size, casing and tensor shapes of an HF-format BERT folder."""
+    import json
+
+    from bertctl.bertconfig import check_config
+    from bertctl.modelref import ModelRef, model_casing
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BertctlError(f"{folder}: no such folder", "pass an HF-format model folder")
+    checks: list[Check] = []
+    missing = [n for n in (HF_CONFIG, VOCAB, WEIGHTS) if not (folder / n).is_file()]
+    checks.append(
+        Check(
+            "files",
+            str(folder),
+            not missing,
+            f"missing {', '.join(missing)}"
+            if missing
+            else f"{HF_CONFIG}, {VOCAB} and {WEIGHTS} present",
+        )
+    )
+    config: BertConfig | None = None
+    if (folder / HF_CONFIG).is_file():
+        try:
+            raw = json.loads((folder / HF_CONFIG).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            checks.append(Check("config", str(folder / HF_CONFIG), False, f"not JSON ({exc})"))
+        else:
+            model_type = raw.get("model_type") if isinstance(raw, dict) else None
+            if model_type != "bert":
+                checks.append(
+                    Check(
+                        "config",
+                        str(folder / HF_CONFIG),
+                        False,
+                        f"model_type is {model_type!r}, not 'bert': this is not a BERT model",
+                    )
+                )
+            else:
+                loaded = check_config(raw, str(folder / HF_CONFIG))
+                config = loaded.config
+                errors = loaded.errors
+                checks.append(
+                    Check(
+                        "config",
+                        str(folder / HF_CONFIG),
+                        not errors,
+                        errors[0].message if errors else "a valid BERT config",
+                    )
+                )
+    vocab = None
+    if (folder / VOCAB).is_file():
+        from bertctl.tokenization import load_vocab
+
+        try:
+            vocab = load_vocab(folder / VOCAB)
+        except BertctlError as exc:
+            checks.append(Check("vocab size", str(folder / VOCAB), False, exc.one_line()))
+    if vocab is not None and config is not None:
+        same = len(vocab) == config.vocab_size
+        checks.append(
+            Check(
+                "vocab size",
+                str(folder / VOCAB),
+                same,
+                f"{len(vocab)} lines, as vocab_size says"
+                if same
+                else f"{len(vocab)} lines but config.json says vocab_size {config.vocab_size}",
+            )
+        )
+    if vocab is not None:
+        lower, why = model_casing(ModelRef("hf-folder", str(folder), folder), vocab)
+        if release is not None and lower is not None and lower != release.lowercase:
+            kind = "uncased" if release.lowercase else "cased"
+            checks.append(
+                Check("casing", str(folder), False, f"{why}, but {release.folder} is {kind}")
+            )
+        elif vocab.looks_cased and lower is True:
+            checks.append(
+                Check(
+                    "casing",
+                    str(folder),
+                    False,
+                    f"{why}, but the vocab holds upper-case tokens that lowercased text never "
+                    "reaches; fix do_lower_case in tokenizer_config.json",
+                )
+            )
+        else:
+            checks.append(Check("casing", str(folder), True, why))
+    if config is not None and (folder / WEIGHTS).is_file():
+        header = safetensors_header(folder / WEIGHTS)
+        found = {_normalise_hf_key(k): tuple(v.get("shape", ())) for k, v in header.items()}
+        heads = any(k.startswith("cls.") for k in found)
+        expected = hf_expected_shapes(config, heads)
+        bad = [
+            f"{k} has shape {list(found[k])}, config implies {list(s)}"
+            for k, s in expected.items()
+            if k in found and found[k] != s
+        ]
+        absent = [k for k in expected if k not in found]
+        if absent:
+            bad.insert(
+                0, f"{absent[0]}{f' and {len(absent) - 1} more' if len(absent) > 1 else ''} missing"
+            )
+        checks.extend(Check("shapes", str(folder / WEIGHTS), False, b) for b in bad)
+        if not bad:
+            checks.append(
+                Check(
+                    "shapes",
+                    str(folder / WEIGHTS),
+                    True,
+                    f"all {len(expected)} model tensors have the shapes config.json implies",
+                )
+            )
+    return VerifyReport(str(folder), tuple(checks), release.name if release else None)
+
+
+def verify_target(target: str, reporter: Any = None) -> list[VerifyReport]:
+    """Verify what the user named: a downloaded model, a zip, a release or HF-format folder.
+
+    A downloaded catalogue model gives two reports: Google's files (release/) and the converted
+    HF-format folder.
+    """
+    from bertctl import hub, store
+
+    def run(
+        fn: Callable[..., VerifyReport], path: Path, release: Release | None, size: int
+    ) -> VerifyReport:
+        if reporter is None or size < (64 << 20):
+            return fn(path, release)
+        with reporter.progress("Verifying", size, "B") as bar:
+            seen = [0]
+
+            def on_progress(done: int, total: int) -> None:
+                bar.advance(done - seen[0])
+                seen[0] = done
+
+            return fn(path, release, on_progress=on_progress)
+
+    if target.startswith(hub.PREFIX):
+        folder = hub.local_folder(hub.parse(target))
+        if not folder.is_dir():
+            raise BertctlError(f"{target} is not downloaded", f"run `bertctl download {target}`")
+        return [verify_hf_folder(folder)]
+    path = Path(target).expanduser()
+    if path.is_file() and zipfile.is_zipfile(path):
+        return [run(verify_zip, path, None, path.stat().st_size)]
+    if path.is_dir() or Path(str(path) + ".index").is_file():
+        folder = path if path.is_dir() else path.parent
+        if (folder / CONFIG).is_file():
+            return [run(verify_folder, folder, None, _folder_bytes(folder))]
+        if (folder / HF_CONFIG).is_file():
+            reports = [verify_hf_folder(folder)]
+            if (folder / "release" / CONFIG).is_file():
+                release_dir = folder / "release"
+                reports.insert(0, run(verify_folder, release_dir, None, _folder_bytes(release_dir)))
+            return reports
+        raise BertctlError(
+            f"{folder} holds no bert_config.json or config.json",
+            "pass a release zip, a release folder or an HF-format folder",
+        )
+    if path.exists():
+        raise BertctlError(f"{path} is not a zip or a model folder", "pass a release zip or folder")
+    release = catalog.find(target)
+    if release is None:
+        raise BertctlError(
+            f"{target}: no such file, folder or model name",
+            "pass a path, or a name from `bertctl models`",
+        )
+    folder = store.model_dir(release.name)
+    if not folder.is_dir():
+        raise BertctlError(
+            f"{release.name} is not downloaded", f"run `bertctl download {release.name}`"
+        )
+    reports = []
+    if (folder / "release").is_dir():
+        release_dir = folder / "release"
+        reports.append(run(verify_folder, release_dir, release, _folder_bytes(release_dir)))
+    reports.append(verify_hf_folder(folder, release))
+    return reports
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())

@@ -11,18 +11,21 @@ import sys
 
 import typer
 
-from bertctl.cli import demo, inspect, tokenize
+from bertctl.cli import convert, demo, download, inspect, models, tokenize, verify
 
 HELP = """\
 Google's BERT releases, from zip to fine-tuned, evaluated model.
 
 [bold]Examples[/]
 
-  [cyan]bertctl demo[/]                        tokenize and inspect, offline
-  [cyan]bertctl tokenize "John Smith"[/]       tokens and ids, exactly as Google's
-  [cyan]bertctl tokenize -i text.txt --json[/] one JSON object per input line
-  [cyan]bertctl inspect base-uncased[/]        architecture, exact parameter counts
-  [cyan]bertctl inspect model/bert_model.ckpt --tensors[/]
+  [cyan]bertctl demo[/]                              tokenize and inspect, offline
+  [cyan]bertctl tokenize "John Smith"[/]             Google-exact tokens and ids
+  [cyan]bertctl tokenize -i text.txt --json[/]       one JSON object per line
+  [cyan]bertctl inspect base-uncased[/]              architecture, exact parameter counts
+  [cyan]bertctl models[/]                            every Google release, its state here
+  [cyan]bertctl download base-multilingual-cased[/]  download, verify, convert
+  [cyan]bertctl verify base-uncased[/]               hashes, CRCs, shapes, vocab, casing
+  [cyan]bertctl convert model.zip --out bert[/]      TF checkpoint to HF format, no TF
 
 Set BERTCTL_DEBUG=1 to see a traceback with an error.
 """
@@ -39,6 +42,10 @@ app = typer.Typer(
 app.command("demo")(demo.demo)
 app.command("tokenize")(tokenize.tokenize)
 app.command("inspect")(inspect.inspect)
+app.command("models")(models.models)
+app.command("download")(download.download)
+app.command("verify")(verify.verify)
+app.command("convert")(convert.convert)
 
 
 def main() -> None:

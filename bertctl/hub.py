@@ -1,0 +1,173 @@
+"""The Hugging Face Hub as a second source: `hub:ORG/NAME` lands in the same model layout.
+
+huggingface_hub does the transfer, so HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN all work
+as users expect. bertctl then checks that the repo is a BERT model with safetensors weights,
+a vocab and a consistent casing, and copies the files into its own store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertctl import store
+from bertctl.errors import BertctlError, UsageError
+
+PREFIX = "hub:"
+# Only what a BERT model needs; never pickled weights (pytorch_model.bin) and never code.
+WANTED = [
+    "config.json",
+    "vocab.txt",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "model.safetensors",
+]
+_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo_id: str
+    revision: str | None
+
+    @property
+    def store_name(self) -> str:
+        """Folder name under the store: hub--org--name."""
+        return "hub--" + self.repo_id.replace("/", "--")
+
+
+def parse(spec: str) -> HubModel:
+    """`hub:org/name` or `hub:org/name@revision` -> HubModel."""
+    body = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
+    repo, _, revision = body.partition("@")
+    if not _REPO_RE.match(repo) or ".." in repo:
+        raise UsageError(
+            f"{spec!r} is not a Hub repo id",
+            "write it as hub:ORG/NAME, e.g. hub:google-bert/bert-base-uncased",
+        )
+    return HubModel(repo, revision or None)
+
+
+def local_folder(model: HubModel) -> Path:
+    return store.model_dir(model.store_name)
+
+
+def fetch(model: HubModel) -> tuple[Path, str]:
+    """Download (or find in the HF cache) the files a BERT needs; returns (snapshot folder, commit)."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import snapshot_download
+
+    spec = f"{PREFIX}{model.repo_id}"
+    try:
+        snapshot = Path(
+            snapshot_download(model.repo_id, revision=model.revision, allow_patterns=WANTED)
+        )
+    except hf_errors.GatedRepoError:
+        raise BertctlError(
+            f"{spec} is gated", "accept its terms on the Hub, then set HF_TOKEN"
+        ) from None
+    except hf_errors.RepositoryNotFoundError:
+        raise BertctlError(
+            f"{spec}: no such repository on the Hub",
+            "check the name; for a private repo set HF_TOKEN",
+        ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise BertctlError(
+            f"{spec}: no revision {model.revision!r}", "check the @revision"
+        ) from None
+    except hf_errors.LocalEntryNotFoundError:
+        raise BertctlError(
+            f"{spec} is not in the local Hugging Face cache and the Hub cannot be reached",
+            "connect (or unset HF_HUB_OFFLINE), or point HF_HOME at a cache that holds it",
+        ) from None
+    except (hf_errors.HfHubHTTPError, OSError) as exc:
+        raise BertctlError(
+            f"{spec}: download failed ({exc})", "try again, or check HF_ENDPOINT"
+        ) from None
+    return snapshot, snapshot.name
+
+
+def _vocab_from_tokenizer_json(path: Path) -> bytes | None:
+    """vocab.txt bytes from a WordPiece tokenizer.json (ids in order), or None if not WordPiece."""
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+    vocab = model.get("vocab") if isinstance(model, dict) else None
+    if model.get("type") != "WordPiece" or not isinstance(vocab, dict):
+        return None
+    by_id = sorted(vocab.items(), key=lambda kv: kv[1])
+    if [i for _, i in by_id] != list(range(len(by_id))):
+        return None
+    return "".join(f"{token}\n" for token, _ in by_id).encode("utf-8")
+
+
+def install(model: HubModel, dest: Path | None = None) -> tuple[Path, dict]:
+    """Fetch, check and copy a Hub BERT into the store (or `dest`). Returns (folder, manifest).
+
+    Raises:
+        BertctlError: not a BERT model, no safetensors weights, no vocab, or a failed check.
+    """
+    from bertctl.verify import verify_hf_folder
+
+    spec = f"{PREFIX}{model.repo_id}"
+    snapshot, commit = fetch(model)
+    config = snapshot / "config.json"
+    if not config.is_file():
+        raise BertctlError(f"{spec} has no config.json", "it is not a transformers model")
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise BertctlError(
+            f"{spec}: config.json is not a JSON object", "pick another repo"
+        ) from None
+    if model_type != "bert":
+        raise BertctlError(
+            f"{spec} is not a BERT model (model_type {model_type!r})",
+            "bertctl handles BERT checkpoints; pick a repo whose config.json says model_type bert",
+        )
+    if not (snapshot / "model.safetensors").is_file():
+        raise BertctlError(
+            f"{spec} has no model.safetensors",
+            "bertctl never unpickles pytorch_model.bin; pick a repo (or revision) with safetensors",
+        )
+    target = dest or local_folder(model)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for name in WANTED:
+            if (snapshot / name).is_file():
+                shutil.copyfile(snapshot / name, staging / name)
+        if not (staging / "vocab.txt").is_file():
+            derived = (
+                _vocab_from_tokenizer_json(staging / "tokenizer.json")
+                if (staging / "tokenizer.json").is_file()
+                else None
+            )
+            if derived is None:
+                raise BertctlError(
+                    f"{spec} has neither vocab.txt nor a WordPiece tokenizer.json",
+                    "pick a repo that ships its vocabulary",
+                )
+            (staging / "vocab.txt").write_bytes(derived)
+        report = verify_hf_folder(staging)
+        if not report.ok:
+            first = report.failures[0]
+            raise BertctlError(f"{spec}: {first.name} check failed: {first.detail}")
+        manifest = {
+            "source": spec,
+            "revision": commit,
+            "verified": True,
+            "checks": [c.name for c in report.checks if c.ok],
+        }
+        store.write_json_atomic(staging / store.MANIFEST, manifest)
+        store.replace_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target, manifest
