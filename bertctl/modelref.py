@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertctl import catalog, paths
+from bertctl import catalog, store
 from bertctl.errors import BertctlError, CasingError, UsageError
 from bertctl.tokenization import Tokenizer, Vocab, bundled_vocab, load_vocab, parse_vocab
 
@@ -89,14 +89,22 @@ def resolve(arg: str) -> ModelRef:
         )
     if Path(str(path) + ".index").is_file():
         return ModelRef("checkpoint", str(path), path, _release_for_folder(path.parent))
+    if arg.startswith("hub:"):
+        from bertctl import hub
+
+        folder = hub.local_folder(hub.parse(arg))
+        if not (folder / "config.json").is_file():
+            raise BertctlError(f"{arg} is not downloaded", f"run `bertctl download {arg}`")
+        return ModelRef("hf-folder", f"{arg} ({folder})", folder)
     release = catalog.find(arg)
+    if release is None:
+        local = store.find_local(arg)
+        if local is not None:
+            return ModelRef("hf-folder", f"{arg} ({local})", local)
     if release is not None and not release.bundle:
-        local = paths.models_dir() / release.name
-        if find_model_folder(local) if local.is_dir() else None:
-            folder = find_model_folder(local)
-            assert folder is not None
-            kind = "hf-folder" if (folder / "config.json").is_file() else "release-folder"
-            return ModelRef(kind, f"{release.name} ({folder})", folder, release)
+        local = store.find_local(release.name)
+        if local is not None:
+            return ModelRef("hf-folder", f"{release.name} ({local})", local, release)
         return ModelRef("catalog", release.name, None, release)
     if release is not None:
         raise UsageError(f"{arg} is a bundle of 24 models", "name one of them, e.g. tiny or mini")

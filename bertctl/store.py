@@ -28,6 +28,14 @@ def model_dir(name: str) -> Path:
     return paths.models_dir() / name
 
 
+def find_local(name: str) -> Path | None:
+    """The store folder named `name` (a catalogue name, a zip stem, hub--org--name), if present."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    folder = model_dir(name)
+    return folder if (folder / MANIFEST).is_file() else None
+
+
 def zip_path(release: Release) -> Path:
     return paths.downloads_dir() / release.path.rsplit("/", 1)[1]
 
@@ -46,6 +54,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it private; a model's manifest is not secret
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False)
             fh.write("\n")

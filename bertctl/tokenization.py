@@ -2,11 +2,13 @@
 
 Google's BasicTokenizer walks every character in Python and asks `unicodedata` about it. Here the
 same steps run as whole-string operations that CPython does in C: one `str.translate` to drop
-control characters and map whitespace, one regex to space out CJK ideographs, `str.lower` and
-`unicodedata.normalize("NFD")` on the whole line, a second `translate` to drop combining marks
-(category Mn) and one regex that splits words and punctuation. WordPiece keeps Google's greedy
-longest-match-first loop but remembers each word it has seen, so on real text most words cost a
-dictionary lookup.
+control characters and map whitespace (skipped when a regex search finds none), one regex to
+space out CJK ideographs (only when a search finds one), `str.lower` and
+`unicodedata.normalize("NFD")` on the whole line, then a second `translate` that drops combining
+marks (category Mn) and puts spaces around punctuation, and `str.split()`. Pure-ASCII lines take a
+shorter route with ASCII-only tables. WordPiece keeps Google's greedy longest-match-first loop but
+starts each search at the longest vocab entry that begins with the character at hand, and
+remembers each word it has seen, so on real text most words cost a dictionary lookup.
 
 Why not the Rust `tokenizers` pipeline: it differs from Google in edge cases (Greek final sigma,
 100-char words, the CJK range, private-use characters, special tokens matched in raw text, vocab
@@ -108,12 +110,21 @@ def _ascii_tables() -> _AsciiTables:
 
 @dataclass(frozen=True)
 class _UnicodeTables:
-    """Translate tables and regexes for any text; built once per process (about 0.2 s)."""
+    """Translate tables and regexes for any text; built once per process (about 0.4 s).
+
+    Attributes:
+        clean: step 1 (drop NUL, U+FFFD, Cc and Cf except tab/newline/CR; whitespace to " ").
+        needs_cleaning: finds any character `clean` would change.
+        cjk: one CJK ideograph (step 2 puts spaces around each).
+        split_cased: every punctuation character to itself with a space on each side (step 5).
+        split_uncased: the same, and every combining mark (category Mn) deleted (steps 4 and 5).
+    """
 
     clean: dict[int, str | None]
-    marks: dict[int, None]
+    needs_cleaning: re.Pattern[str]
     cjk: re.Pattern[str]
-    words: re.Pattern[str]
+    split_cased: dict[int, str]
+    split_uncased: dict[int, str | None]
 
 
 @lru_cache(maxsize=1)
@@ -136,8 +147,20 @@ def _unicode_tables() -> _UnicodeTables:
             punct.append(cp)
     for ch in "\t\n\r":
         clean[ord(ch)] = " "
+    needs_cleaning = re.compile(f"[{_char_class(_ranges(sorted(clean)))}]")
     cjk = re.compile(f"[{_char_class(CJK_RANGES)}]")
-    return _UnicodeTables(clean=clean, marks=marks, cjk=cjk, words=_word_regex(_ranges(punct)))
+    # Punctuation and marks are disjoint categories, and no punctuation character is whitespace,
+    # so spacing out punctuation and then `str.split()` gives exactly the words and punctuation
+    # marks that Google's split on whitespace then on punctuation gives.
+    split_cased = {cp: f" {chr(cp)} " for cp in punct}
+    split_uncased: dict[int, str | None] = {**split_cased, **marks}
+    return _UnicodeTables(
+        clean=clean,
+        needs_cleaning=needs_cleaning,
+        cjk=cjk,
+        split_cased=split_cased,
+        split_uncased=split_uncased,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,10 +304,15 @@ def basic_tokenize(text: str, do_lower_case: bool) -> list[str]:
             text = text.lower()
         return ascii_tables.words.findall(text)
     tables = _unicode_tables()
-    text = tables.cjk.sub(r" \g<0> ", text.translate(tables.clean))
+    if tables.needs_cleaning.search(text):
+        text = text.translate(tables.clean)
+    if tables.cjk.search(text):
+        text = tables.cjk.sub(r" \g<0> ", text)
     if do_lower_case:
-        text = unicodedata.normalize("NFD", text.lower()).translate(tables.marks)
-    return tables.words.findall(text)
+        # On the whole line, as Google does per word: see the module docstring for why.
+        text = unicodedata.normalize("NFD", text.lower())
+        return text.translate(tables.split_uncased).split()
+    return text.translate(tables.split_cased).split()
 
 
 class Tokenizer:
@@ -304,6 +332,20 @@ class Tokenizer:
         self.do_lower_case = do_lower_case
         self.unk_id = vocab.id_of(UNK)
         self._cache: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        # Bounds for the greedy search: the longest entry starting with each character, for a
+        # word's first piece and (after "##") for the pieces that follow, and every character
+        # that occurs in any entry. A longer candidate cannot be in the vocab, and a word with
+        # a character outside every entry has a position no piece covers: it is one [UNK].
+        self._longest_first: dict[str, int] = {}
+        self._longest_next: dict[str, int] = {}
+        for token in vocab.ids:
+            if token:
+                first = self._longest_first
+                first[token[0]] = max(first.get(token[0], 0), len(token))
+            if len(token) > 2 and token.startswith("##"):
+                after = self._longest_next
+                after[token[2]] = max(after.get(token[2], 0), len(token) - 2)
+        self._chars = frozenset("".join(vocab.ids))
 
     def wordpiece(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
         """Greedy longest-match-first WordPiece of one word: (pieces, ids).
@@ -324,16 +366,19 @@ class Tokenizer:
         ids = self.vocab.ids
         unk = ((UNK,), (self.unk_id,))
         n = len(word)
-        if n > MAX_INPUT_CHARS_PER_WORD:
+        if n > MAX_INPUT_CHARS_PER_WORD or not self._chars.issuperset(word):
             return unk
-        # No vocab entry is longer than `longest`, so shorter candidate ends give the same
-        # greedy answer as Google's loop that starts every search at the end of the word.
-        longest = self.vocab.max_token_chars
+        # No vocab entry that could match is longer than the bound, so starting each search
+        # there gives the same greedy answer as Google's loop that starts at the end of the word.
+        longest_first, longest_next = self._longest_first, self._longest_next
         pieces: list[str] = []
         piece_ids: list[int] = []
         start = 0
         while start < n:
-            end = min(n, start + longest)
+            if start == 0:
+                end = min(n, longest_first.get(word[0], 0))
+            else:
+                end = min(n, start + longest_next.get(word[start], 0))
             while start < end:
                 piece = word[start:end] if start == 0 else "##" + word[start:end]
                 piece_id = ids.get(piece)

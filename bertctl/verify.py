@@ -994,6 +994,9 @@ def verify_target(target: str, reporter: Any = None) -> list[VerifyReport]:
     if path.exists():
         raise BertctlError(f"{path} is not a zip or a model folder", "pass a release zip or folder")
     release = catalog.find(target)
+    local = store.find_local(release.name if release else target)
+    if release is None and local is not None:
+        return verify_target(str(local), reporter)
     if release is None:
         raise BertctlError(
             f"{target}: no such file, folder or model name",
