@@ -68,6 +68,7 @@ HF_KEYS = frozenset(
         "id2label",
         "label2id",
         "problem_type",
+        "num_labels",
         "_name_or_path",
         "is_decoder",
         "add_cross_attention",
