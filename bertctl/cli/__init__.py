@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from bertctl.cli import convert, demo, download, inspect, models, tokenize, verify
+from bertctl.cli import convert, demo, download, finetune, inspect, models, tokenize, verify
 
 HELP = """\
 Google's BERT releases, from zip to fine-tuned, evaluated model.
@@ -46,6 +46,7 @@ app.command("models")(models.models)
 app.command("download")(download.download)
 app.command("verify")(verify.verify)
 app.command("convert")(convert.convert)
+app.command("finetune")(finetune.finetune)
 
 
 def main() -> None:

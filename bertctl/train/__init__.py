@@ -1,0 +1,1 @@
+"""The heavy core: torch and transformers live here and are imported only inside commands."""

@@ -1,0 +1,190 @@
+"""Fine-tuning settings: Google's recipe as defaults, a YAML file on top, flags on top of that."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bertctl.errors import BertctlError, UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("google", "adamw")
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a fine-tuning run needs; saved as config.yaml in the run folder."""
+
+    task: str = "mrpc"
+    """GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, xnli) or custom."""
+    data: str | None = None
+    """Folder with train.tsv/dev.tsv/test.tsv; default $GLUE_DIR/<task folder>."""
+    model: str | None = None
+    """Catalogue name, hub:ORG/NAME, release or HF-format folder, or a previous run."""
+    out: str | None = None
+    """Run folder; default runs/<task>-<model>-<time>."""
+    lowercase: bool | None = None
+    """True/False to force casing; None follows the model (Google's check applies)."""
+    epochs: float = 3.0
+    """Google: 3."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs), for a short run."""
+    batch_size: int = 32
+    """Examples per optimizer step (Google: 32); --grad-accum splits it, it never changes it."""
+    eval_batch_size: int = 64
+    """Evaluation batch (Google: 8; the size does not change the metrics, only the speed)."""
+    lr: float = 2e-5
+    """Peak learning rate (Google's README example: 2e-5)."""
+    warmup: float = 0.1
+    """Fraction of steps with linear warmup (Google: 0.1), then linear decay to 0."""
+    weight_decay: float = 0.01
+    max_seq_length: int = 128
+    seed: int = 42
+    optimizer: str = "google"
+    """google: Google's AdamW without bias correction; adamw: torch.optim.AdamW (fused on GPU)."""
+    max_grad_norm: float = 1.0
+    precision: str = "auto"
+    """auto: bf16 on a GPU that supports it, else fp32; or fp32, bf16, fp16 (GPU autocast)."""
+    grad_accum: int = 1
+    grad_checkpointing: bool = False
+    device: str | None = None
+    """cpu, cuda, cuda:N; default the first GPU if any."""
+    eval_every: int | None = None
+    """Evaluate every N steps; default at the end of each epoch."""
+    save_every: int | None = None
+    """Checkpoint every N steps; default at each evaluation."""
+    keep_checkpoints: int = 2
+    skip_bad_rows: bool = False
+    language: str | None = None
+    """XNLI language (Google: zh)."""
+    text_a: str | None = None
+    """custom: the text column (header name or index)."""
+    text_b: str | None = None
+    label_column: str | None = None
+    regression: bool = False
+    threads: int | None = None
+    """CPU threads for torch; default all cores."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs > 0, "--epochs must be positive"),
+            (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
+            (self.batch_size > 0, "--batch-size must be positive"),
+            (self.eval_batch_size > 0, "--eval-batch-size must be positive"),
+            (self.lr > 0, "--lr must be positive"),
+            (0 <= self.warmup < 1, "--warmup is a fraction of the steps, in [0, 1)"),
+            (3 <= self.max_seq_length <= 8192, "--max-seq-length must be between 3 and 8192"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
+            (
+                self.batch_size % self.grad_accum == 0,
+                "--batch-size must be a multiple of --grad-accum",
+            ),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("extra")
+        return data
+
+
+FIELDS = {f.name for f in fields(FinetuneConfig)} - {"extra"}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping of FinetuneConfig fields (dashes or underscores), unknown keys refused."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BertctlError(
+            f"{path}: no such file", "pass a YAML file of settings to --config"
+        ) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise BertctlError(
+            f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})", "fix the file"
+        ) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BertctlError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+    out = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            import difflib
+
+            close = difflib.get_close_matches(name, sorted(FIELDS), n=1)
+            hint = (
+                f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(FIELDS))}"
+            )
+            raise BertctlError(f"{path}: unknown setting {key!r}", hint)
+        out[name] = value
+    return out
+
+
+def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConfig, set[str]]:
+    """Built-in defaults < YAML file < flags given on the command line (None means not given).
+
+    Returns the config and the names the user set, so defaults that depend on the model
+    (`small_model_defaults`) never override a choice the user made.
+    """
+    values: dict[str, Any] = {}
+    if yaml_path is not None:
+        values.update({k: _coerce(k, v, yaml_path) for k, v in read_yaml(yaml_path).items()})
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return FinetuneConfig(**values), set(values)
+    except TypeError as exc:
+        raise BertctlError(f"bad settings: {exc}", "check the types in --config") from None
+
+
+_KINDS = {f.name: f.type for f in fields(FinetuneConfig)}
+
+
+def _coerce(name: str, value: Any, source: Path) -> Any:
+    """YAML reads 2e-5 as a string and 3 as an int; give each setting its declared type."""
+    kind = str(_KINDS[name])
+    if value is None:
+        return None
+    try:
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if kind.startswith("str"):
+            return str(value)
+    except (TypeError, ValueError):
+        raise BertctlError(
+            f"{source}: {name} must be {kind.split(' ')[0]}, got {value!r}",
+            "fix the value in the file",
+        ) from None
+    return value
+
+
+def small_model_defaults(hidden_size: int, num_layers: int) -> dict[str, Any]:
+    """bertctl's defaults for compact models, which Google tuned over lr 3e-5..3e-4 and 4 epochs.
+
+    BERT-Base and larger keep Google's 2e-5 and 3 epochs; smaller models learn better with a
+    larger step and one more epoch.
+    """
+    if hidden_size >= 768 and num_layers >= 12:
+        return {}
+    return {"lr": 1e-4, "epochs": 4.0}

@@ -1,0 +1,352 @@
+"""Fine-tune BERT on a GLUE-format task: one training run, top to bottom.
+
+Sections: run folder and settings; data; model; optimizer and schedule; resume; the loop
+(with evaluation and checkpoints); the final model and Google's output files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertctl import glue, metrics
+from bertctl.errors import BertctlError
+from bertctl.train import data as D
+from bertctl.train import runs
+from bertctl.train.config import FinetuneConfig, small_model_defaults
+from bertctl.train.modeling import PreparedModel, prepare
+from bertctl.train.optim import linear_warmup_decay, make_optimizer, steps_for, warmup_for
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    out: Path
+    final: Path
+    metrics: dict[str, float]
+    main_metric: str
+    steps: int
+    train_seconds: float
+    examples_per_second: float
+
+
+def pick_device(spec: str | None) -> torch.device:
+    """--gpu N / --cpu / default: the first GPU if there is one."""
+    if spec:
+        device = torch.device(spec)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BertctlError(f"--gpu asked for {spec}, but no CUDA GPU is visible", "pass --cpu")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise BertctlError(
+                f"{spec}: only {torch.cuda.device_count()} GPU(s) visible",
+                f"pass --gpu 0..{torch.cuda.device_count() - 1}",
+            )
+        return device
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
+def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. `auto` is bf16 on GPUs that support it."""
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            raise BertctlError(
+                f"--precision {precision} needs a GPU here", "use --precision fp32 on the CPU"
+            )
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_task_data(cfg: FinetuneConfig) -> tuple[glue.Task, Path, dict[str, glue.Split]]:
+    """The task, its data folder, and the labelled splits (train + dev)."""
+    if cfg.task == "custom":
+        if cfg.data is None or cfg.text_a is None or cfg.label_column is None:
+            raise BertctlError(
+                "the custom task needs --data, --text-a and --label-column",
+                "e.g. --data my_task/ --text-a sentence --label-column label",
+            )
+        task = glue.custom_task(
+            cfg.data,
+            text_a=_column(cfg.text_a),
+            text_b=_column(cfg.text_b) if cfg.text_b else None,
+            label=_column(cfg.label_column),
+            regression=cfg.regression,
+        )
+    else:
+        task = glue.get_task(cfg.task)
+    folder = glue.resolve_data_dir(task, cfg.data)
+    splits = {
+        "train": glue.read_split(
+            task, folder, "train", skip_bad_rows=cfg.skip_bad_rows, language=cfg.language
+        )
+    }
+    for name in eval_splits(task):
+        splits[name] = glue.read_split(
+            task, folder, name, skip_bad_rows=cfg.skip_bad_rows, language=cfg.language
+        )
+    return task, folder, splits
+
+
+def _column(value: str) -> str | int:
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def eval_splits(task: glue.Task) -> list[str]:
+    """MNLI is evaluated on both dev sets (matched, mismatched); the others on dev."""
+    if task.name.startswith("mnli"):
+        return ["dev_matched", "dev_mismatched"]
+    return ["dev"]
+
+
+def evaluate_features(
+    model: torch.nn.Module,
+    features: D.Features,
+    task: glue.Task,
+    batch_size: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+) -> tuple[torch.Tensor, float | None]:
+    """Logits of every example in input order, and the mean loss when labels are known."""
+    model.eval()
+    lengths = [len(x) for x in features.input_ids]
+    batches = D.sequential_batches(lengths, batch_size)
+    out: list[torch.Tensor | None] = [None] * len(features)
+    total_loss, seen = 0.0, 0
+    with torch.inference_mode():
+        for batch in batches:
+            inputs = {
+                k: v.to(device) for k, v in D.collate(features, batch, task.is_regression).items()
+            }
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                result = model(**inputs)
+            logits = result.logits.float().cpu()
+            if result.loss is not None:
+                total_loss += float(result.loss) * len(batch)
+                seen += len(batch)
+            for row, i in enumerate(batch):
+                out[i] = logits[row]
+    model.train()
+    return torch.stack(out), (total_loss / seen if seen else None)  # type: ignore[arg-type]
+
+
+def score(task: glue.Task, logits: torch.Tensor, labels: list) -> dict[str, float]:
+    """The task's metrics from logits (argmax, or the single regression output)."""
+    predictions = logits[:, 0].numpy() if task.is_regression else logits.argmax(-1).numpy()
+    return metrics.compute(task, labels, predictions)
+
+
+def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = False) -> RunSummary:
+    """Run one fine-tuning job and return where it landed and how it scored."""
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
+
+    # ---- run folder and settings ---------------------------------------------------------
+    device = pick_device(cfg.device)
+    autocast = pick_precision(cfg.precision, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    task, data_dir, splits = load_task_data(cfg)
+    prepared: PreparedModel = prepare(cfg.model, cfg.lowercase, reporter)
+    model_config = json.loads((prepared.folder / "config.json").read_text(encoding="utf-8"))
+    tuned = {
+        k: v
+        for k, v in small_model_defaults(
+            model_config["hidden_size"], model_config["num_hidden_layers"]
+        ).items()
+        if k not in explicit
+    }
+    if tuned:
+        cfg = replace(cfg, **tuned)
+        reporter.step(
+            "Compact model: "
+            + ", ".join(f"{k} {v:g}" for k, v in tuned.items())
+            + " (Google tuned its small BERTs over lr 3e-5..3e-4; pass --lr/--epochs to override)"
+        )
+    out = runs.prepare_folder(cfg, task, prepared, resume)
+    runs.save_settings(out, cfg, task, prepared, data_dir)
+    torch.manual_seed(cfg.seed)
+
+    # ---- data -----------------------------------------------------------------------------
+    reporter.step(
+        f"Tokenizing {task.display} ({', '.join(f'{n} {len(s):,}' for n, s in splits.items())})"
+    )
+    feats = {
+        name: D.featurize(split.examples, task, prepared.tokenizer, cfg.max_seq_length)
+        for name, split in splits.items()
+    }
+    skipped = {n: len(s.skipped) for n, s in splits.items() if s.skipped}
+    if skipped:
+        reporter.step(f"Skipped malformed rows (--skip-bad-rows): {skipped}")
+    train = feats["train"]
+    if len(train) == 0:
+        raise BertctlError(f"{splits['train'].path} has no examples", "check the file")
+    lengths = [len(x) for x in train.input_ids]
+    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.max_steps or max(1, steps_for(len(train), cfg.batch_size, cfg.epochs))
+    warmup_steps = warmup_for(total_steps, cfg.warmup)
+    eval_every = cfg.eval_every or batches_per_epoch
+    save_every = cfg.save_every or eval_every
+
+    # ---- model ------------------------------------------------------------------------------
+    labels = task.labels or ()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        prepared.folder,
+        num_labels=1 if task.is_regression else len(labels),
+        id2label=None if task.is_regression else dict(enumerate(labels)),
+        label2id=None if task.is_regression else {name: i for i, name in enumerate(labels)},
+        problem_type="regression" if task.is_regression else "single_label_classification",
+        attn_implementation="sdpa",
+    )
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.to(device)
+    model.train()
+
+    # ---- optimizer and schedule -------------------------------------------------------------
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+
+    def set_lr(step: int) -> float:
+        lr = cfg.lr * linear_warmup_decay(step, total_steps, warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    # ---- resume -----------------------------------------------------------------------------
+    step = 0
+    history: list[dict[str, Any]] = []
+    if resume:
+        state = runs.load_latest(out, model, optimizer, device)
+        if state is not None:
+            step, history = state["step"], state["history"]
+            reporter.step(f"Resuming from step {step} of {total_steps}")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    log = runs.TrainLog(out, resume=resume)
+    micro = cfg.batch_size // cfg.grad_accum
+    start_time = time.monotonic()
+    trained_examples = 0
+    last_loss = float("nan")
+    try:
+        with reporter.progress("Fine-tuning", total_steps, "steps") as bar:
+            bar.advance(step)
+            while step < total_steps:
+                epoch, index = divmod(step, batches_per_epoch)
+                batches = D.length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
+                for batch in batches[index:]:
+                    if step >= total_steps:
+                        break
+                    lr = set_lr(step)
+                    loss_value = 0.0
+                    for part in range(0, len(batch), micro):
+                        chunk = batch[part : part + micro]
+                        inputs = {
+                            k: v.to(device, non_blocking=True)
+                            for k, v in D.collate(train, chunk, task.is_regression).items()
+                        }
+                        with torch.autocast(
+                            device.type, dtype=autocast, enabled=autocast is not None
+                        ):
+                            loss = model(**inputs).loss * (len(chunk) / len(batch))
+                        scaler.scale(loss).backward()
+                        loss_value += float(loss.detach())
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    trained_examples += len(batch)
+                    last_loss = loss_value
+                    rate = trained_examples / max(time.monotonic() - start_time, 1e-9)
+                    log.write(
+                        step=step,
+                        epoch=step / batches_per_epoch,
+                        loss=loss_value,
+                        lr=lr,
+                        examples_per_second=rate,
+                    )
+                    bar.advance(
+                        1,
+                        postfix=f"epoch {step / batches_per_epoch:.2f}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:.1f} ex/s",
+                    )
+                    if step % eval_every == 0 or step == total_steps:
+                        record = run_eval(
+                            model,
+                            feats,
+                            splits,
+                            task,
+                            cfg,
+                            device,
+                            autocast,
+                            step,
+                            batches_per_epoch,
+                        )
+                        history.append(record)
+                        log.eval(record)
+                        runs.save_metrics(out, history)
+                    if step % save_every == 0 or step == total_steps:
+                        runs.save_checkpoint(
+                            out, model, optimizer, step, history, cfg.keep_checkpoints
+                        )
+    except KeyboardInterrupt:
+        runs.save_checkpoint(out, model, optimizer, step, history, cfg.keep_checkpoints)
+        raise BertctlError(
+            f"interrupted at step {step}; a checkpoint was saved in {out}",
+            f"resume with: bertctl finetune {cfg.task} --out {out} --resume",
+        ) from None
+    train_seconds = time.monotonic() - start_time
+    log.close()
+
+    # ---- the final model and Google's output files ------------------------------------------
+    final = out / "final"
+    runs.save_final(final, model, prepared, task)
+    last = history[-1] if history else {}
+    final_metrics = dict(last.get("metrics", {}))
+    google = {f"eval_{k}": v for k, v in final_metrics.items()}
+    google.update(global_step=step, loss=last_loss)
+    if last.get("loss") is not None:
+        google["eval_loss"] = last["loss"]
+    glue.write_eval_results(out / "eval_results.txt", google)
+    runs.plot(out, history)
+    runs.mark_done(out, cfg, task, prepared, final_metrics, step, train_seconds)
+    return RunSummary(
+        out=out,
+        final=final,
+        metrics=final_metrics,
+        main_metric=task.main_metric,
+        steps=step,
+        train_seconds=train_seconds,
+        examples_per_second=trained_examples / max(train_seconds, 1e-9),
+    )
+
+
+def run_eval(
+    model, feats, splits, task, cfg, device, autocast, step: int, batches_per_epoch: int
+) -> dict[str, Any]:
+    """Evaluate on every dev split; one record for metrics.json."""
+    record: dict[str, Any] = {
+        "step": step,
+        "epoch": round(step / batches_per_epoch, 4),
+        "metrics": {},
+    }
+    for name in eval_splits(task):
+        logits, loss = evaluate_features(
+            model, feats[name], task, cfg.eval_batch_size, device, autocast
+        )
+        found = score(task, logits, feats[name].labels)
+        if name == "dev_mismatched":
+            found = metrics.suffixed(found, "_mm")
+        record["metrics"].update(found)
+        record.setdefault("examples", {})[name] = len(feats[name])
+        if name != "dev_mismatched":
+            record["loss"] = loss
+    return record

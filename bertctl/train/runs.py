@@ -1,0 +1,261 @@
+"""A run folder: settings, logs, metrics, checkpoints that resume exactly, the final model, a plot.
+
+<run>/run.json            what ran, its status and final metrics
+<run>/config.yaml         the resolved settings (reproduce with --config)
+<run>/train_log.jsonl     one line per step, and one per evaluation
+<run>/tb/                 TensorBoard events
+<run>/metrics.json        every evaluation: step, epoch, examples, metrics
+<run>/checkpoints/step-N/ model, optimizer and RNG state; --resume continues from the last
+<run>/final/              an HF-format model that transformers loads offline
+<run>/curves.png          loss and dev metric against steps
+<run>/eval_results.txt    Google's `key = value` file
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from bertctl import store
+from bertctl.errors import BertctlError
+
+RUN_JSON = "run.json"
+CHECKPOINTS = "checkpoints"
+
+
+def default_out(task: str, label: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = Path(label.split(" ")[0]).name or "model"
+    return Path("runs") / f"{task}-{name}-{stamp}"
+
+
+def prepare_folder(cfg, task, prepared, resume: bool) -> Path:
+    """Create (or reopen, with --resume) the run folder; refuse to clobber a finished run."""
+    out = Path(cfg.out) if cfg.out else default_out(task.name, prepared.label)
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise BertctlError(
+            f"{out} already holds a run",
+            "pass --resume to continue it, or a new --out folder",
+        )
+    if resume and not out.exists():
+        raise BertctlError(
+            f"--resume: {out} does not exist", "pass the --out folder of the run to resume"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
+    settings = cfg.to_dict()
+    settings.update(model=cfg.model or prepared.label, data=str(data_dir), task=task.name)
+    text = "# bertctl finetune settings; rerun with: bertctl finetune --config config.yaml\n"
+    text += yaml.safe_dump(settings, sort_keys=False)
+    _write_text(out / "config.yaml", text)
+    store.write_json_atomic(
+        out / RUN_JSON,
+        {
+            "status": "running",
+            "task": task.name,
+            "model": prepared.label,
+            "model_folder": str(prepared.folder),
+            "release": prepared.release.name if prepared.release else None,
+            "labels": list(task.labels) if task.labels else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class TrainLog:
+    """JSONL log and TensorBoard events, side by side."""
+
+    def __init__(self, out: Path, resume: bool) -> None:
+        self.handle = (out / "train_log.jsonl").open("a" if resume else "w", encoding="utf-8")
+        self.tb = None
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tb"))
+        except ImportError:  # TensorBoard events are optional; the JSONL log is not
+            pass
+
+    def write(self, **record: Any) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            step = record["step"]
+            self.tb.add_scalar("train/loss", record["loss"], step)
+            self.tb.add_scalar("train/lr", record["lr"], step)
+            self.tb.add_scalar("train/examples_per_second", record["examples_per_second"], step)
+
+    def eval(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps({"eval": record}) + "\n")
+        self.handle.flush()
+        if self.tb is not None:
+            for key, value in record["metrics"].items():
+                self.tb.add_scalar(f"eval/{key}", value, record["step"])
+            if record.get("loss") is not None:
+                self.tb.add_scalar("eval/loss", record["loss"], record["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def save_metrics(out: Path, history: list[dict[str, Any]]) -> None:
+    store.write_json_atomic(out / "metrics.json", history)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def save_checkpoint(out: Path, model, optimizer, step: int, history: list, keep: int) -> Path:
+    """Everything --resume needs, written to a temporary folder and renamed into place."""
+    from safetensors.torch import save_file
+
+    root = out / CHECKPOINTS
+    root.mkdir(exist_ok=True)
+    final = root / f"step-{step:07d}"
+    if final.exists():
+        return final
+    tmp = root / f".step-{step:07d}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(_rng_state(), tmp / "rng.pt")
+    store.write_json_atomic(tmp / "state.json", {"step": step, "history": history})
+    os.replace(tmp, final)
+    for old in sorted(root.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / CHECKPOINTS).glob("step-*")) if (out / CHECKPOINTS).is_dir() else []
+    return found[-1] if found else None
+
+
+def load_latest(out: Path, model, optimizer, device: torch.device) -> dict[str, Any] | None:
+    """Restore model, optimizer and RNG from the newest checkpoint; None when there is none.
+
+    Only tensors are read back (`weights_only=True`): a checkpoint can never run code.
+    """
+    from safetensors.torch import load_file
+
+    ckpt = latest_checkpoint(out)
+    if ckpt is None:
+        return None
+    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    optimizer.load_state_dict(
+        torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+    )
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# The end of a run
+# --------------------------------------------------------------------------------------------
+
+
+def save_final(final: Path, model, prepared, task) -> None:
+    """An HF-format folder: model, config with GLUE's label names, and the model's tokenizer."""
+    from bertctl.convert import tokenizer_files
+
+    tmp = final.with_name(".final.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.copyfile(prepared.folder / "vocab.txt", tmp / "vocab.txt")
+    config = json.loads((tmp / "config.json").read_text(encoding="utf-8"))
+    files = tokenizer_files(
+        set(prepared.tokenizer.vocab.tokens),
+        lowercase=prepared.tokenizer.do_lower_case,
+        max_length=config.get("max_position_embeddings", 512),
+    )
+    for name, content in files.items():
+        (tmp / name).write_text(
+            json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def mark_done(
+    out: Path, cfg, task, prepared, final_metrics: dict, steps: int, seconds: float
+) -> None:
+    info = json.loads((out / RUN_JSON).read_text(encoding="utf-8"))
+    info.update(
+        status="done",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        steps=steps,
+        train_seconds=round(seconds, 2),
+        metrics=final_metrics,
+        main_metric=task.main_metric,
+    )
+    store.write_json_atomic(out / RUN_JSON, info)
+
+
+def plot(out: Path, history: list[dict[str, Any]]) -> Path | None:
+    """curves.png: training loss (from the JSONL log) and each dev metric, against steps."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    steps, losses = [], []
+    with (out / "train_log.jsonl").open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            if "loss" in record and "step" in record:
+                steps.append(record["step"])
+                losses.append(record["loss"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(steps, losses, linewidth=0.8)
+    left.set_xlabel("step")
+    left.set_ylabel("training loss")
+    for key in history[0]["metrics"] if history else []:
+        right.plot(
+            [h["step"] for h in history],
+            [h["metrics"][key] for h in history],
+            marker="o",
+            label=key,
+        )
+    right.set_xlabel("step")
+    right.set_ylabel("dev metric")
+    if history:
+        right.legend()
+    fig.suptitle(out.name)
+    fig.tight_layout()
+    path = out / "curves.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
