@@ -5,8 +5,6 @@ Returns a plain report value; the command renders it as tables or JSON and picks
 
 from __future__ import annotations
 
-import json
-import struct
 import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -26,7 +24,6 @@ from bertctl.bertconfig import (
     load_config,
     parse_config_bytes,
 )
-from bertctl.errors import BertctlError
 from bertctl.tokenization import Vocab
 
 
@@ -173,24 +170,9 @@ def _checkpoint_info(
 
 def _safetensors_info(path: Path, tensors: bool) -> CheckpointInfo:
     """Tensor names, dtypes and shapes from a safetensors header (8-byte length + JSON)."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise BertctlError(f"{path}: too short for a safetensors file", "re-download the model")
-        (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, 100 << 20):
-            raise BertctlError(
-                f"{path}: safetensors header length {length} is beyond the file",
-                "re-download the model",
-            )
-        try:
-            header = json.loads(fh.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise BertctlError(
-                f"{path}: safetensors header is not JSON", "re-download the model"
-            ) from None
-    header.pop("__metadata__", None)
+    from bertctl.verify import safetensors_header
+
+    header = safetensors_header(path)
     items = []
     dtypes: dict[str, int] = {}
     total = 0

@@ -259,7 +259,7 @@ def convert_source(
 
     from bertctl import archive, tfcheckpoint
     from bertctl.convert import convert
-    from bertctl.modelref import ModelRef, check_casing, model_casing
+    from bertctl.modelref import ModelRef, model_casing, settle_casing
     from bertctl.tokenization import load_vocab
 
     path = Path(source).expanduser()
@@ -291,12 +291,7 @@ def convert_source(
                 raise BertctlError(f"{p}: no such file", f"pass {flag} FILE")
         ref = ModelRef("release-folder", str(folder), folder, release)
         model_lower, _ = model_casing(ref, load_vocab(vocab_path))
-        check_casing(ref, lowercase, model_lower)
-        lower = (
-            lowercase
-            if lowercase is not None
-            else (model_lower if model_lower is not None else True)
-        )
+        lower = settle_casing(ref, lowercase, model_lower)
         reporter.step(f"Converting {prefix}")
         return convert(
             prefix,

@@ -197,6 +197,15 @@ def check_casing(ref: ModelRef, lowercase_flag: bool | None, model_lower: bool |
         )
 
 
+def settle_casing(ref: ModelRef, flag: bool | None, model_lower: bool | None) -> bool:
+    """Google's casing check, then the casing to use: the flag, else the model's, else lowercase
+    (Google's do_lower_case defaults to True)."""
+    check_casing(ref, flag, model_lower)
+    if flag is not None:
+        return flag
+    return model_lower if model_lower is not None else True
+
+
 @dataclass(frozen=True)
 class TokenizerChoice:
     """The tokenizer to use, a line saying which, and anything the user should hear about."""
@@ -218,13 +227,8 @@ def tokenizer_for(
             "vocab", vocab_file, Path(vocab_file), _release_for_folder(Path(vocab_file).parent)
         )
         model_lower = ref.release.lowercase if ref.release else None
-        check_casing(ref, lowercase, model_lower)
         # A bare vocab is uncased unless told, as Google's do_lower_case defaults to True.
-        lower = (
-            lowercase
-            if lowercase is not None
-            else (model_lower if model_lower is not None else True)
-        )
+        lower = settle_casing(ref, lowercase, model_lower)
         description = _describe(vocab, lower, vocab_file)
         return TokenizerChoice(Tokenizer(vocab, lower), description, vocab.warnings)
     if model is None:
@@ -243,14 +247,11 @@ def tokenizer_for(
             else "pass --vocab FILE",
         )
     model_lower, why = model_casing(ref, vocab)
-    check_casing(ref, lowercase, model_lower)
+    lower = settle_casing(ref, lowercase, model_lower)
     warnings = list(vocab.warnings)
     if lowercase is not None and model_lower is not None and lowercase != model_lower:
         flag = "--uncased" if lowercase else "--cased"
         warnings.append(f"{flag} overrides the model's own casing ({why})")
-    lower = (
-        lowercase if lowercase is not None else (model_lower if model_lower is not None else True)
-    )
     description = _describe(vocab, lower, ref.label, why)
     return TokenizerChoice(Tokenizer(vocab, lower), description, tuple(warnings))
 

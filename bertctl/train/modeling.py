@@ -135,8 +135,5 @@ def prepare(spec: str | None, lowercase: bool | None, reporter) -> PreparedModel
             release = catalog.find(found[1])
             ref = modelref.ModelRef("hf-folder", label, folder, release)
             model_lower = release.lowercase if release else model_lower
-    modelref.check_casing(ref, lowercase, model_lower)
-    lower = (
-        lowercase if lowercase is not None else (model_lower if model_lower is not None else True)
-    )
+    lower = modelref.settle_casing(ref, lowercase, model_lower)
     return PreparedModel(folder, label, Tokenizer(vocab, lower), release)
