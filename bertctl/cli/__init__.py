@@ -11,7 +11,17 @@ import sys
 
 import typer
 
-from bertctl.cli import convert, demo, download, finetune, inspect, models, tokenize, verify
+from bertctl.cli import (
+    convert,
+    demo,
+    download,
+    evaluate,
+    finetune,
+    inspect,
+    models,
+    tokenize,
+    verify,
+)
 
 HELP = """\
 Google's BERT releases, from zip to fine-tuned, evaluated model.
@@ -26,6 +36,9 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
   [cyan]bertctl download base-multilingual-cased[/]  download, verify, convert
   [cyan]bertctl verify base-uncased[/]               hashes, CRCs, shapes, vocab, casing
   [cyan]bertctl convert model.zip --out bert[/]      TF checkpoint to HF format, no TF
+  [cyan]bertctl finetune mrpc --gpu 0[/]             fine-tune, Google's recipe
+  [cyan]bertctl evaluate runs/mrpc[/]                dev metrics of a run or model
+  [cyan]bertctl predict runs/mrpc[/]                 GLUE submission files
 
 Set BERTCTL_DEBUG=1 to see a traceback with an error.
 """
@@ -47,6 +60,8 @@ app.command("download")(download.download)
 app.command("verify")(verify.verify)
 app.command("convert")(convert.convert)
 app.command("finetune")(finetune.finetune)
+app.command("evaluate")(evaluate.evaluate)
+app.command("predict")(evaluate.predict)
 
 
 def main() -> None:

@@ -13,7 +13,10 @@ TASK_HELP = "cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, xnli, or cust
 
 
 def finetune(
-    task: Annotated[str, typer.Argument(help=TASK_HELP, show_default=False)],
+    task: Annotated[
+        str | None,
+        typer.Argument(help=TASK_HELP + " Default: the task of --config.", show_default=False),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option("--data", metavar="DIR", help="Task folder; default $GLUE_DIR/<task>."),
@@ -80,7 +83,15 @@ def finetune(
     save_every: Annotated[
         int | None, typer.Option("--save-every", help="Checkpoint every N steps.")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --out, with its settings (flags win over them)."
+        ),
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
+    ] = None,
     skip_bad_rows: Annotated[
         bool | None, typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.")
     ] = None,
@@ -113,12 +124,16 @@ def finetune(
       [cyan]bertctl finetune sst-2 --model base-cased --cased --epochs 2 --out runs/sst2[/]
       [cyan]bertctl finetune mrpc --model path/to/minilm --seeds 1,2,3[/]
       [cyan]bertctl finetune custom --data my_task --text-a review --label-column stars[/]
+      [cyan]bertctl finetune --config runs/mrpc/config.yaml --out runs/mrpc-again[/]
+      [cyan]bertctl finetune --out runs/mrpc --resume[/]
     """
     from bertctl.errors import UsageError
     from bertctl.train.config import resolve
 
     if gpu is not None and cpu:
         raise UsageError("--gpu and --cpu both given", "pass one of them")
+    if resume and config is None:
+        config = _run_settings(out, task)
     flags = {
         "task": task,
         "data": data,
@@ -145,13 +160,45 @@ def finetune(
         "text_b": text_b,
         "label_column": label_column,
         "regression": regression,
+        "threads": threads,
     }
     cfg, explicit = resolve(config, flags)
+    if "task" not in explicit:
+        raise UsageError(
+            "no task given",
+            "name one (e.g. bertctl finetune mrpc), or pass a --config that sets task",
+        )
     if seeds:
         run_seeds(cfg, explicit, seeds, as_json, resume)
         return
     summary = run_one(cfg, explicit, resume)
     report([summary], as_json)
+
+
+def _run_settings(out: str | None, task: str | None) -> Path | None:
+    """--resume: the config.yaml the run in --out was started with (None when it has none)."""
+    import yaml
+
+    from bertctl.errors import UsageError
+
+    if out is None:
+        raise UsageError("--resume needs --out", "pass the folder of the run to continue")
+    path = Path(out) / "config.yaml"
+    if not path.is_file():
+        return None
+    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("task")
+    if task is not None and saved is not None:
+        from bertctl.glue import get_task
+
+        def name(text: str) -> str:
+            return "custom" if text.lower() == "custom" else get_task(text).name
+
+        if name(task) != name(str(saved)):
+            raise UsageError(
+                f"--resume: {out} is a {saved} run, not {task}",
+                f"resume it as {saved}, or pass a new --out for {task}",
+            )
+    return path
 
 
 def run_one(cfg, explicit: set[str], resume: bool):

@@ -63,8 +63,8 @@ def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def load_task_data(cfg: FinetuneConfig) -> tuple[glue.Task, Path, dict[str, glue.Split]]:
-    """The task, its data folder, and the labelled splits (train + dev)."""
+def make_task(cfg: FinetuneConfig) -> glue.Task:
+    """The GLUE task named by `cfg.task`, or the custom task its column settings describe."""
     if cfg.task == "custom":
         if cfg.data is None or cfg.text_a is None or cfg.label_column is None:
             raise BertctlError(
@@ -78,8 +78,13 @@ def load_task_data(cfg: FinetuneConfig) -> tuple[glue.Task, Path, dict[str, glue
             label=_column(cfg.label_column),
             regression=cfg.regression,
         )
-    else:
-        task = glue.get_task(cfg.task)
+        return task
+    return glue.get_task(cfg.task)
+
+
+def load_task_data(cfg: FinetuneConfig) -> tuple[glue.Task, Path, dict[str, glue.Split]]:
+    """The task, its data folder, and the labelled splits (train + dev)."""
+    task = make_task(cfg)
     folder = glue.resolve_data_dir(task, cfg.data)
     splits = {
         "train": glue.read_split(
@@ -135,10 +140,49 @@ def evaluate_features(
     return torch.stack(out), (total_loss / seen if seen else None)  # type: ignore[arg-type]
 
 
+def own_memory(model: torch.nn.Module) -> None:
+    """Give every CPU weight of `model` memory of its own, aligned as torch aligns it.
+
+    from_pretrained can leave weights in memory laid out by the safetensors file, at offsets
+    its header decides; CPU kernels round the last bits differently on such memory. Copying
+    makes a model score the same whether it was just trained or loaded from its folder (and
+    whatever folder it started from).
+    """
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.device.type == "cpu":
+            tensor.data = tensor.data.clone()
+
+
 def score(task: glue.Task, logits: torch.Tensor, labels: list) -> dict[str, float]:
     """The task's metrics from logits (argmax, or the single regression output)."""
     predictions = logits[:, 0].numpy() if task.is_regression else logits.argmax(-1).numpy()
     return metrics.compute(task, labels, predictions)
+
+
+def score_split(
+    task: glue.Task, split: str, logits: torch.Tensor, labels: list
+) -> dict[str, float]:
+    """`score`, with MNLI's mismatched dev set named apart: accuracy_mm."""
+    found = score(task, logits, labels)
+    return metrics.suffixed(found, "_mm") if split == "dev_mismatched" else found
+
+
+def check_seq_length(max_seq_length: int, explicit: bool, positions: int, reporter) -> int:
+    """The sequence length to use: Google refuses a length beyond the model's position table.
+
+    A default of 128 on a model with fewer positions is lowered to fit, with a note; a length
+    the user asked for is an error, as in Google's run_classifier.py.
+    """
+    if max_seq_length <= positions:
+        return max_seq_length
+    if explicit:
+        raise BertctlError(
+            f"--max-seq-length {max_seq_length} is longer than the model's "
+            f"{positions} position embeddings",
+            f"pass --max-seq-length {positions} or less",
+        )
+    reporter.step(f"max_seq_length lowered to {positions}, the model's position table")
+    return positions
 
 
 def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = False) -> RunSummary:
@@ -147,6 +191,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     from transformers import AutoModelForSequenceClassification
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
+    transformers.logging.disable_progress_bar()
 
     # ---- run folder and settings ---------------------------------------------------------
     device = pick_device(cfg.device)
@@ -170,6 +215,14 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
             + ", ".join(f"{k} {v:g}" for k, v in tuned.items())
             + " (Google tuned its small BERTs over lr 3e-5..3e-4; pass --lr/--epochs to override)"
         )
+    seq_length = check_seq_length(
+        cfg.max_seq_length,
+        "max_seq_length" in explicit,
+        model_config.get("max_position_embeddings", 512),
+        reporter,
+    )
+    if seq_length != cfg.max_seq_length:
+        cfg = replace(cfg, max_seq_length=seq_length)
     out = runs.prepare_folder(cfg, task, prepared, resume)
     runs.save_settings(out, cfg, task, prepared, data_dir)
     torch.manual_seed(cfg.seed)
@@ -196,17 +249,31 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     save_every = cfg.save_every or eval_every
 
     # ---- model ------------------------------------------------------------------------------
+    # transformers 5 takes id2label=None literally (num_labels becomes None): regression
+    # passes one output and lets the config name it.
     labels = task.labels or ()
+    head: dict[str, Any] = (
+        {"num_labels": 1, "id2label": {0: "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+        if task.is_regression
+        else {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+    )
     model = AutoModelForSequenceClassification.from_pretrained(
         prepared.folder,
-        num_labels=1 if task.is_regression else len(labels),
-        id2label=None if task.is_regression else dict(enumerate(labels)),
-        label2id=None if task.is_regression else {name: i for i, name in enumerate(labels)},
+        **head,
         problem_type="regression" if task.is_regression else "single_label_classification",
         attn_implementation="sdpa",
+        # a previous run's classifier for another label count starts afresh (MNLI -> STS-B)
+        ignore_mismatched_sizes=True,
+        use_safetensors=True,
     )
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable()
+    if device.type == "cpu":
+        own_memory(model)
     model.to(device)
     model.train()
 
@@ -223,18 +290,25 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     # ---- resume -----------------------------------------------------------------------------
     step = 0
     history: list[dict[str, Any]] = []
+    last_loss = float("nan")
     if resume:
         state = runs.load_latest(out, model, optimizer, device)
         if state is not None:
             step, history = state["step"], state["history"]
+            last_loss = state.get("loss", last_loss)
             reporter.step(f"Resuming from step {step} of {total_steps}")
 
     # ---- the loop ---------------------------------------------------------------------------
-    log = runs.TrainLog(out, resume=resume)
+    # The log drops what a killed run wrote after its last checkpoint, so every step is logged once.
+    log = runs.TrainLog(out, resume_step=step if resume else None)
     micro = cfg.batch_size // cfg.grad_accum
     start_time = time.monotonic()
     trained_examples = 0
-    last_loss = float("nan")
+    # Ctrl-C can land mid-step: the checkpoint it leaves must hold the RNG state of the last
+    # finished step (a partial forward pass has drawn dropout masks), and none is written while
+    # the optimizer is changing the weights.
+    rng_at_step = runs.rng_state()
+    updating = False
     try:
         with reporter.progress("Fine-tuning", total_steps, "steps") as bar:
             bar.advance(step)
@@ -260,10 +334,13 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         loss_value += float(loss.detach())
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    updating = True
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    rng_at_step = runs.rng_state()
+                    updating = False
                     trained_examples += len(batch)
                     last_loss = loss_value
                     rate = trained_examples / max(time.monotonic() - start_time, 1e-9)
@@ -295,13 +372,32 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         runs.save_metrics(out, history)
                     if step % save_every == 0 or step == total_steps:
                         runs.save_checkpoint(
-                            out, model, optimizer, step, history, cfg.keep_checkpoints
+                            out,
+                            model,
+                            optimizer,
+                            step,
+                            history,
+                            cfg.keep_checkpoints,
+                            loss=last_loss,
                         )
     except KeyboardInterrupt:
-        runs.save_checkpoint(out, model, optimizer, step, history, cfg.keep_checkpoints)
+        log.close()
+        if not updating:
+            runs.save_checkpoint(
+                out,
+                model,
+                optimizer,
+                step,
+                history,
+                cfg.keep_checkpoints,
+                rng=rng_at_step,
+                loss=last_loss,
+            )
+        latest = runs.latest_checkpoint(out)
+        saved = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
         raise BertctlError(
-            f"interrupted at step {step}; a checkpoint was saved in {out}",
-            f"resume with: bertctl finetune {cfg.task} --out {out} --resume",
+            f"interrupted at step {step}; {saved}",
+            f"resume with: bertctl finetune --out {out} --resume",
         ) from None
     train_seconds = time.monotonic() - start_time
     log.close()
@@ -342,10 +438,7 @@ def run_eval(
         logits, loss = evaluate_features(
             model, feats[name], task, cfg.eval_batch_size, device, autocast
         )
-        found = score(task, logits, feats[name].labels)
-        if name == "dev_mismatched":
-            found = metrics.suffixed(found, "_mm")
-        record["metrics"].update(found)
+        record["metrics"].update(score_split(task, name, logits, feats[name].labels))
         record.setdefault("examples", {})[name] = len(feats[name])
         if name != "dev_mismatched":
             record["loss"] = loss

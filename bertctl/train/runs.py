@@ -54,7 +54,10 @@ def prepare_folder(cfg, task, prepared, resume: bool) -> Path:
 
 def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
     settings = cfg.to_dict()
-    settings.update(model=cfg.model or prepared.label, data=str(data_dir), task=task.name)
+    model = cfg.model or prepared.label
+    if Path(model).expanduser().exists():  # a local folder, written so --config works anywhere
+        model = str(Path(model).expanduser().resolve())
+    settings.update(model=model, data=str(Path(data_dir).resolve()), task=task.name)
     text = "# bertctl finetune settings; rerun with: bertctl finetune --config config.yaml\n"
     text += yaml.safe_dump(settings, sort_keys=False)
     _write_text(out / "config.yaml", text)
@@ -79,20 +82,30 @@ def _write_text(path: Path, text: str) -> None:
 
 
 class TrainLog:
-    """JSONL log and TensorBoard events, side by side."""
+    """JSONL log and TensorBoard events, side by side.
 
-    def __init__(self, out: Path, resume: bool) -> None:
-        self.handle = (out / "train_log.jsonl").open("a" if resume else "w", encoding="utf-8")
+    `resume_step`: the step a resumed run continues from. What the interrupted run logged after
+    it (and a line cut short by a kill) is dropped, from the JSONL log and from TensorBoard, so
+    each step appears once.
+    """
+
+    def __init__(self, out: Path, resume_step: int | None = None) -> None:
+        path = out / "train_log.jsonl"
+        if resume_step is not None and path.is_file():
+            _write_text(path, "".join(_log_lines_until(path, resume_step)))
+        self.handle = path.open("a" if resume_step is not None else "w", encoding="utf-8")
         self.tb = None
         try:
             from tensorboardX import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tb"))
+            purge = resume_step + 1 if resume_step is not None else None
+            self.tb = SummaryWriter(str(out / "tb"), purge_step=purge)
         except ImportError:  # TensorBoard events are optional; the JSONL log is not
             pass
 
     def write(self, **record: Any) -> None:
         self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()  # a killed run keeps every step it finished
         if self.tb is not None:
             step = record["step"]
             self.tb.add_scalar("train/loss", record["loss"], step)
@@ -112,6 +125,24 @@ class TrainLog:
         self.handle.close()
         if self.tb is not None:
             self.tb.close()
+            self.tb = None
+
+
+def _log_lines_until(path: Path, step: int) -> list[str]:
+    """The readable lines of a JSONL log whose step (or evaluation's step) is at most `step`."""
+    kept = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a killed run, cut short
+            if not isinstance(record, dict):
+                continue
+            at = record.get("step", (record.get("eval") or {}).get("step"))
+            if isinstance(at, int) and at <= step:
+                kept.append(line.rstrip("\n") + "\n")
+    return kept
 
 
 def save_metrics(out: Path, history: list[dict[str, Any]]) -> None:
@@ -123,15 +154,30 @@ def save_metrics(out: Path, history: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _rng_state() -> dict[str, Any]:
+def rng_state() -> dict[str, Any]:
+    """torch's CPU (and CUDA) generator states: dropout masks after a resume match a straight run."""
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def save_checkpoint(out: Path, model, optimizer, step: int, history: list, keep: int) -> Path:
-    """Everything --resume needs, written to a temporary folder and renamed into place."""
+def save_checkpoint(
+    out: Path,
+    model,
+    optimizer,
+    step: int,
+    history: list,
+    keep: int,
+    *,
+    rng: dict[str, Any] | None = None,
+    loss: float | None = None,
+) -> Path:
+    """Everything --resume needs, written to a temporary folder and renamed into place.
+
+    `rng`: the generator states to store (default: the current ones); `loss`: the training loss
+    of the last step, for eval_results.txt when a resumed run has no step left to train.
+    """
     from safetensors.torch import save_file
 
     root = out / CHECKPOINTS
@@ -145,8 +191,11 @@ def save_checkpoint(out: Path, model, optimizer, step: int, history: list, keep:
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
-    store.write_json_atomic(tmp / "state.json", {"step": step, "history": history})
+    torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
+    state: dict[str, Any] = {"step": step, "history": history}
+    if loss is not None and loss == loss:  # NaN is not JSON
+        state["loss"] = loss
+    store.write_json_atomic(tmp / "state.json", state)
     os.replace(tmp, final)
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
