@@ -6,9 +6,10 @@ control characters and map whitespace (skipped when a regex search finds none), 
 space out CJK ideographs (only when a search finds one), `str.lower` and
 `unicodedata.normalize("NFD")` on the whole line, then a second `translate` that drops combining
 marks (category Mn) and puts spaces around punctuation, and `str.split()`. Pure-ASCII lines take a
-shorter route with ASCII-only tables. WordPiece keeps Google's greedy longest-match-first loop but
-starts each search at the longest vocab entry that begins with the character at hand, and
-remembers each word it has seen, so on real text most words cost a dictionary lookup.
+shorter route with ASCII-only tables. WordPiece finds Google's greedy longest match by growing each
+candidate while it is still the prefix of some vocab entry (instead of trying every shorter end
+from the end of the word), and remembers each word it has seen, so on real text most words cost
+a dictionary lookup.
 
 Why not the Rust `tokenizers` pipeline: it differs from Google in edge cases (Greek final sigma,
 100-char words, the CJK range, private-use characters, special tokens matched in raw text, vocab
@@ -54,6 +55,9 @@ ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
 
 # A word cache that grows without bound would break constant-memory streaming on huge corpora.
 _WORD_CACHE_LIMIT = 1 << 19
+
+# What the WordPiece prefix table returns for a string that begins no vocab entry.
+_NOT_A_PREFIX = object()
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,19 +336,16 @@ class Tokenizer:
         self.do_lower_case = do_lower_case
         self.unk_id = vocab.id_of(UNK)
         self._cache: dict[str, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-        # Bounds for the greedy search: the longest entry starting with each character, for a
-        # word's first piece and (after "##") for the pieces that follow, and every character
-        # that occurs in any entry. A longer candidate cannot be in the vocab, and a word with
-        # a character outside every entry has a position no piece covers: it is one [UNK].
-        self._longest_first: dict[str, int] = {}
-        self._longest_next: dict[str, int] = {}
+        # Every prefix of every vocab entry, mapped to the entry's id where the prefix is an
+        # entry itself and to None otherwise (about 65k keys for a BERT vocab); and every
+        # character that occurs in any entry: a word holding another character has a position
+        # that no piece covers, so it is one [UNK].
+        prefixes: dict[str, int | None] = {}
         for token in vocab.ids:
-            if token:
-                first = self._longest_first
-                first[token[0]] = max(first.get(token[0], 0), len(token))
-            if len(token) > 2 and token.startswith("##"):
-                after = self._longest_next
-                after[token[2]] = max(after.get(token[2], 0), len(token) - 2)
+            for end in range(1, len(token)):
+                prefixes.setdefault(token[:end], None)
+        prefixes.update(vocab.ids)
+        self._prefixes = prefixes
         self._chars = frozenset("".join(vocab.ids))
 
     def wordpiece(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -363,33 +364,36 @@ class Tokenizer:
         return result
 
     def _wordpiece_uncached(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
-        ids = self.vocab.ids
         unk = ((UNK,), (self.unk_id,))
         n = len(word)
         if n > MAX_INPUT_CHARS_PER_WORD or not self._chars.issuperset(word):
             return unk
-        # No vocab entry that could match is longer than the bound, so starting each search
-        # there gives the same greedy answer as Google's loop that starts at the end of the word.
-        longest_first, longest_next = self._longest_first, self._longest_next
+        # Google tries every end from the end of the word down and keeps the first (longest)
+        # candidate in the vocab. Growing the candidate one character at a time while it is
+        # still the prefix of some entry, and keeping the longest entry met, finds the same
+        # piece: a candidate that is no entry's prefix cannot grow into an entry.
+        lookup = self._prefixes.get
         pieces: list[str] = []
         piece_ids: list[int] = []
         start = 0
         while start < n:
-            if start == 0:
-                end = min(n, longest_first.get(word[0], 0))
-            else:
-                end = min(n, start + longest_next.get(word[start], 0))
-            while start < end:
-                piece = word[start:end] if start == 0 else "##" + word[start:end]
-                piece_id = ids.get(piece)
-                if piece_id is not None:
+            candidate = word[0] if start == 0 else "##" + word[start]
+            end = start + 1
+            best_end, best_piece, best_id = start, "", 0
+            found = lookup(candidate, _NOT_A_PREFIX)
+            while found is not _NOT_A_PREFIX:
+                if found is not None:
+                    best_end, best_piece, best_id = end, candidate, found
+                if end == n:
                     break
-                end -= 1
-            else:
+                candidate += word[end]
+                end += 1
+                found = lookup(candidate, _NOT_A_PREFIX)
+            if best_end == start:
                 return unk
-            pieces.append(piece)
-            piece_ids.append(piece_id)
-            start = end
+            pieces.append(best_piece)
+            piece_ids.append(best_id)
+            start = best_end
         return tuple(pieces), tuple(piece_ids)
 
     def tokenize_with_ids(self, text: str) -> tuple[list[str], list[int]]:

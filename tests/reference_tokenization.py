@@ -72,10 +72,7 @@ def is_punctuation(char: str) -> bool:
 def is_cjk_ideograph(char: str) -> bool:
     """True inside one of the eight CJK ranges."""
     code_point = ord(char)
-    for low, high in CJK_IDEOGRAPH_RANGES:
-        if low <= code_point <= high:
-            return True
-    return False
+    return any(low <= code_point <= high for low, high in CJK_IDEOGRAPH_RANGES)
 
 
 def clean_text(text: str) -> str:
