@@ -366,7 +366,12 @@ class Tokenizer:
     def _wordpiece_uncached(self, word: str) -> tuple[tuple[str, ...], tuple[int, ...]]:
         unk = ((UNK,), (self.unk_id,))
         n = len(word)
-        if n > MAX_INPUT_CHARS_PER_WORD or not self._chars.issuperset(word):
+        if n > MAX_INPUT_CHARS_PER_WORD:
+            return unk
+        whole = self.vocab.ids.get(word)
+        if whole is not None:  # the longest possible first piece is the whole word
+            return (word,), (whole,)
+        if not self._chars.issuperset(word):
             return unk
         # Google tries every end from the end of the word down and keeps the first (longest)
         # candidate in the vocab. Growing the candidate one character at a time while it is
@@ -400,11 +405,12 @@ class Tokenizer:
         """WordPiece tokens of a text (no special tokens) and their ids."""
         tokens: list[str] = []
         ids: list[int] = []
-        cache = self._cache
+        cached = self._cache.get
+        wordpiece = self.wordpiece
         for word in basic_tokenize(text, self.do_lower_case):
-            hit = cache.get(word) or self.wordpiece(word)
-            tokens.extend(hit[0])
-            ids.extend(hit[1])
+            pieces, piece_ids = cached(word) or wordpiece(word)
+            tokens += pieces
+            ids += piece_ids
         return tokens, ids
 
     def tokenize(self, text: str) -> list[str]:

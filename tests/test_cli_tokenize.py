@@ -6,6 +6,8 @@ import json
 
 from clirun import bertctl, one_error_line
 
+from bertctl.tokenization import Tokenizer, bundled_vocab
+
 
 def test_john_smith_out_of_the_box():
     r = bertctl("tokenize", "John Smith")
@@ -84,8 +86,26 @@ def test_input_file_streams_one_json_object_per_line(tmp_path):
         ["bad", "byte"],
     ]
     assert records[0]["ids"] == [2198, 3044]
-    assert records[0]["input_ids"] == [101, 2198, 3044, 102]
+    assert "input_ids" not in records[0]  # lean lines unless --max-seq-length asks for inputs
     assert "1 line(s) held bytes that are not UTF-8 (first: line 4)" in r.stderr
+    r = bertctl("tokenize", "--input", str(src), "--json", "--max-seq-length", "6")
+    first = json.loads(r.stdout.splitlines()[0])
+    assert first["input_ids"] == [101, 2198, 3044, 102, 0, 0]
+    assert first["input_mask"] == [1, 1, 1, 1, 0, 0]
+
+
+def test_workers_give_the_same_output_in_order(tmp_path):
+    # more than one chunk, so blocks must come back from the pool in input order
+    texts = [f"line {i} H\u00e9llo, w\u00f6rld! \u535a {'x' * (i % 7)}" for i in range(60000)]
+    src = tmp_path / "big.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    one = bertctl("tokenize", "--input", str(src), "--json", "--workers", "1")
+    two = bertctl("tokenize", "--input", str(src), "--json", "--workers", "2")
+    assert one.code == two.code == 0, two.stderr
+    assert one.stdout == two.stdout
+    assert len(two.stdout.splitlines()) == 60000
+    expected = Tokenizer(bundled_vocab(), do_lower_case=True).tokenize(texts[-1])
+    assert json.loads(two.stdout.splitlines()[59999])["tokens"] == expected
 
 
 def test_input_from_stdin_plain_output():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -55,6 +54,14 @@ def tokenize(
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON output (one object per line with --input).")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes for --input (default: all cores for files over 4 MiB).",
+        ),
+    ] = None,
 ) -> None:
     """WordPiece tokens, ids and segment ids, exactly as Google's tokenization.py gives them.
 
@@ -80,7 +87,7 @@ def tokenize(
     for warning in choice.warnings:
         ui.warn(warning)
     if input_file is not None:
-        _tokenize_stream(choice.tokenizer, input_file, as_json, max_seq_length)
+        _tokenize_stream(choice.tokenizer, input_file, as_json, max_seq_length, workers)
         return
     assert text is not None
     record = _encode(choice.tokenizer, text, pair, max_seq_length)
@@ -93,24 +100,9 @@ def tokenize(
 
 def _encode(tokenizer, text: str, pair: str | None, max_seq_length: int | None) -> dict:
     """One JSON-ready record: WordPiece tokens and ids, then the model inputs."""
-    from bertctl.tokenization import build_inputs
+    from bertctl.tokenstream import record
 
-    tokens, ids = tokenizer.tokenize_with_ids(text)
-    record: dict = {"tokens": tokens, "ids": ids}
-    tokens_b = ids_b = None
-    if pair is not None:
-        tokens_b, ids_b = tokenizer.tokenize_with_ids(pair)
-        record.update(pair_tokens=tokens_b, pair_ids=ids_b)
-    enc = build_inputs(tokenizer.vocab, tokens, ids, tokens_b, ids_b, max_seq_length)
-    record.update(
-        input_tokens=enc.tokens,
-        input_ids=enc.input_ids,
-        segment_ids=enc.segment_ids,
-        input_mask=enc.input_mask,
-    )
-    if enc.truncated:
-        record["truncated"] = enc.truncated
-    return record
+    return record(tokenizer, text, pair, max_seq_length)
 
 
 def _print_human(tokenizer, record: dict) -> None:
@@ -148,33 +140,25 @@ def _open_input(name: str) -> tuple[BinaryIO, int | None, str]:
     return handle, path.stat().st_size, str(path)
 
 
-def _tokenize_stream(tokenizer, name: str, as_json: bool, max_seq_length: int | None) -> None:
+def _tokenize_stream(
+    tokenizer, name: str, as_json: bool, max_seq_length: int | None, workers: int | None
+) -> None:
     """One output line per input line, in constant memory; progress on stderr."""
+    from bertctl.tokenstream import OutputFormat, chunks, default_workers, tokenize_chunks
+
     handle, size, label = _open_input(name)
+    fmt = OutputFormat(as_json, max_seq_length)
+    n_workers = workers if workers is not None else default_workers(size)
     write = sys.stdout.write
     bad_lines: list[int] = []
     lines = 0
     try:
         with ui.progress("Tokenizing", total=size, unit="B") as bar:
-            pending = 0
-            for lines, raw in enumerate(handle, start=1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    # Google decodes with errors="ignore"; do the same, and say so at the end.
-                    text = raw.decode("utf-8", "ignore")
-                    bad_lines.append(lines)
-                text = text.rstrip("\r\n")
-                if as_json:
-                    record = _encode(tokenizer, text, None, max_seq_length)
-                    write(json.dumps(record, ensure_ascii=False) + "\n")
-                else:
-                    write(" ".join(tokenizer.tokenize(text)) + "\n")
-                pending += len(raw)
-                if pending >= 1 << 20:
-                    bar.advance(pending, postfix=f"{lines:,} lines")
-                    pending = 0
-            bar.advance(pending, postfix=f"{lines:,} lines")
+            for block in tokenize_chunks(tokenizer, chunks(handle), fmt, n_workers):
+                write(block.text)
+                lines += block.lines
+                bad_lines.extend(block.bad_lines)
+                bar.advance(block.nbytes, postfix=f"{lines:,} lines")
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()

@@ -1,0 +1,157 @@
+"""Tokenize a file of texts: one output line per input line, in constant memory, on N processes.
+
+Input is read in chunks of about 1 MiB of whole lines; each chunk becomes one block of output
+text. With several workers, chunks go to a process pool with a bounded number in flight, and
+blocks come back in input order, so memory stays flat however large the file is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from bertctl.tokenization import Tokenizer, Vocab, build_inputs
+
+CHUNK_BYTES = 1 << 20
+# Below this size a file is done before worker processes would have started.
+PARALLEL_MIN_BYTES = 4 << 20
+
+
+@dataclass(frozen=True)
+class OutputFormat:
+    """json: one JSON object per line, else space-separated WordPiece tokens.
+    max_seq_length: with json, add the model inputs truncated and padded to this length."""
+
+    as_json: bool
+    max_seq_length: int | None = None
+
+
+@dataclass(frozen=True)
+class Block:
+    """The output of one chunk: its text, how many lines and bytes it covered, and the
+    1-based numbers of lines that held bytes that are not UTF-8."""
+
+    text: str
+    lines: int
+    nbytes: int
+    bad_lines: tuple[int, ...]
+
+
+def record(
+    tokenizer: Tokenizer,
+    text: str,
+    pair: str | None = None,
+    max_seq_length: int | None = None,
+    full: bool = True,
+) -> dict:
+    """One JSON-ready record: WordPiece tokens and ids, then (if `full`) the model inputs."""
+    tokens, ids = tokenizer.tokenize_with_ids(text)
+    out: dict = {"tokens": tokens, "ids": ids}
+    tokens_b = ids_b = None
+    if pair is not None:
+        tokens_b, ids_b = tokenizer.tokenize_with_ids(pair)
+        out.update(pair_tokens=tokens_b, pair_ids=ids_b)
+    if not full:
+        return out
+    enc = build_inputs(tokenizer.vocab, tokens, ids, tokens_b, ids_b, max_seq_length)
+    out.update(
+        input_tokens=enc.tokens,
+        input_ids=enc.input_ids,
+        segment_ids=enc.segment_ids,
+        input_mask=enc.input_mask,
+    )
+    if enc.truncated:
+        out["truncated"] = enc.truncated
+    return out
+
+
+def format_lines(
+    tokenizer: Tokenizer, lines: list[bytes], fmt: OutputFormat, first_line: int
+) -> Block:
+    """Tokenize raw lines. Undecodable bytes are dropped, as Google's `errors="ignore"` does."""
+    out = []
+    bad = []
+    full = fmt.max_seq_length is not None
+    for number, raw in enumerate(lines, start=first_line):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", "ignore")
+            bad.append(number)
+        text = text.rstrip("\r\n")
+        if fmt.as_json:
+            rec = record(tokenizer, text, None, fmt.max_seq_length, full=full)
+            out.append(json.dumps(rec, ensure_ascii=False))
+        else:
+            out.append(" ".join(tokenizer.tokenize(text)))
+    text = "\n".join(out) + "\n" if out else ""
+    return Block(text, len(lines), sum(map(len, lines)), tuple(bad))
+
+
+def chunks(handle: BinaryIO, size: int = CHUNK_BYTES) -> Iterator[list[bytes]]:
+    """Whole lines, grouped into chunks of about `size` bytes."""
+    chunk: list[bytes] = []
+    held = 0
+    for raw in handle:
+        chunk.append(raw)
+        held += len(raw)
+        if held >= size:
+            yield chunk
+            chunk, held = [], 0
+    if chunk:
+        yield chunk
+
+
+_worker: Tokenizer | None = None
+
+
+def _init_worker(vocab: Vocab, lowercase: bool) -> None:
+    global _worker
+    _worker = Tokenizer(vocab, lowercase)
+
+
+def _run_chunk(args: tuple[list[bytes], OutputFormat, int]) -> Block:
+    assert _worker is not None
+    return format_lines(_worker, *args)
+
+
+def default_workers(size: int | None) -> int:
+    """All cores (at most 8) for a file big enough to repay starting them, else 1."""
+    if size is None or size < PARALLEL_MIN_BYTES:
+        return 1
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def tokenize_chunks(
+    tokenizer: Tokenizer, source: Iterable[list[bytes]], fmt: OutputFormat, workers: int = 1
+) -> Iterator[Block]:
+    """Blocks of output, in input order, from chunks of raw lines."""
+    first = 1
+    if workers <= 1:
+        for lines in source:
+            yield format_lines(tokenizer, lines, fmt, first)
+            first += len(lines)
+        return
+    import multiprocessing
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    # "spawn": a fresh interpreter per worker, safe next to the progress bar's thread.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(tokenizer.vocab, tokenizer.do_lower_case),
+    ) as pool:
+        pending: deque = deque()
+        for lines in source:
+            pending.append(pool.submit(_run_chunk, (lines, fmt, first)))
+            first += len(lines)
+            if len(pending) >= 2 * workers:  # bounded: constant memory on any input size
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
