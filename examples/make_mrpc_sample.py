@@ -6,16 +6,29 @@ results, takeovers, job cuts, appointments, lawsuits, recalls, share moves, verd
 votes, storms). A pair is
 
 - a paraphrase (label 1): the same facts said twice, with different templates (active/passive,
-  clauses reordered, direct/reported speech) or the same template with different word choices,
-  and numbers written in another form ("$3.2 million" / "$3,200,000", "12 percent" / "12%");
-- a near miss (label 0): the same template or another one, but one fact changed: a number, a
-  company or person, the polarity (rose/fell, convicted/acquitted, cut/add), the roles of two
-  companies swapped, a detail (the product, the charge), the day; or a different event about
-  the same company or town.
+  clauses reordered, direct/reported speech) or the same template with different word choices
+  ("said"/"announced", "Norvale Foods"/"Norvale"). Both sentences write a number the same way
+  (but "a $34 million plan" may stand for "34 million dollars"); the form ("$3.2 million",
+  "$3,200,000", "12%", "12 percent") changes from pair to pair;
+- not a paraphrase (label 0), one of
+  - another story (nearly half): a different kind of event about the same company or town, on
+    the same day: low word overlap;
+  - another company (nearly half): the same kind of event in the same words, word for word, but
+    about a company in another line of business (or another town) and with other facts: the
+    template's words are shared, the names and numbers are not;
+  - a near miss (about 5%): the same facts with the direction turned round (rose/fell,
+    convicted/acquitted, cut/add jobs, approved/rejected, agreed to/dropped a deal).
 
-So word overlap tells the classes apart only a little (a tuned threshold gets 73% on dev, always
-answering "paraphrase" 67.5%); a model has to read both sentences, as on MRPC. About two
-thirds of the pairs are paraphrases (MRPC: 67.4%); sentences are 15-30 words.
+So word overlap alone tells the classes apart only partly (a threshold tuned on train gets 82% on
+dev, always answering "paraphrase" 67.5%): half of the negatives share as many words as a
+paraphrase does, and a model has to compare the names and numbers in the two sentences.
+all-MiniLM-L6-v2 learns that in `bertctl demo`'s short run (bertctl's compact-model defaults:
+125 steps, under 3 minutes on two CPU cores) and gets about 99% on dev. About two thirds of
+the pairs are paraphrases (MRPC: 67.4%); sentences are 15-30 words.
+
+Harder negatives (one number nudged, one name changed, two companies' roles swapped, another
+day; "$3.2 million" vs "$3,200,000" as a paraphrase cue) made a sample that such a run could not
+learn at all: it stayed at the majority class. They are left out.
 
 Run it from the repository root:
 
@@ -41,24 +54,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SEED = 20240611
-SIZES = {"train": 800, "dev": 200, "test": 200}
+SIZES = {"train": 1000, "dev": 200, "test": 200}
 POSITIVE_SHARE = 0.675
 MIN_WORDS, MAX_WORDS = 15, 30
 
 HEADER = "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String"
 
-# How a near miss is made: the kind of change, and how often it is picked (when the event has it).
+# How a negative is made, and how often each way is picked ("polarity" only for the six kinds
+# of event that have one): another company (or town) with the same wording, another kind of
+# event about the same company (or town), or the same facts with the direction turned round.
 NEGATIVE_CHANGES = {
-    "number": 30,
-    "entity": 20,
-    "polarity": 18,
-    "swap": 8,
-    "detail": 10,
-    "date": 5,
-    "event": 14,
+    "other": 45,
+    "event": 45,
+    "polarity": 10,
 }
-SAME_TEMPLATE = {1: 0.25, 0: 0.55}  # chance the two sentences share a template, by label
+# chance the two sentences share a template, for a paraphrase and for each kind of negative
+SAME_TEMPLATE = {"paraphrase": 0.25, "other": 1.0, "polarity": 0.55}
 
 # --------------------------------------------------------------------------------------------
 # The invented world
@@ -292,19 +304,12 @@ def nice(rng: random.Random, low: float, high: float) -> float:
             return y
 
 
-def other_number(rng: random.Random, x: float) -> float:
-    """A different number a careless reader could mistake for x: a nudged digit or a factor."""
-    while True:
-        if rng.random() < 0.5:
-            unit = float(f"1e{_exponent(x) - 1}")
-            y = _two_digits(x + rng.choice((-3, -2, -1, 1, 2, 3)) * unit)
-        else:
-            y = _two_digits(x * rng.choice((0.5, 0.6, 0.75, 1.3, 1.5, 2.0, 3.0)))
-        if y > 0 and y != x:
-            return y
+class Number(tuple):
+    """The ways to write one number. Both sentences of a pair write it the same way (a paraphrase
+    rewords a sentence, it does not reformat its numbers); which way changes from pair to pair."""
 
 
-def money(millions: float, adjective: bool = False) -> tuple[str, ...]:
+def money(millions: float, adjective: bool = False) -> Number:
     """Ways to write an amount of dollars; `adjective`: forms that fit "a ___ plan"."""
     if millions >= 1000:
         b = _fmt(_two_digits(millions / 1000))
@@ -317,27 +322,27 @@ def money(millions: float, adjective: bool = False) -> tuple[str, ...]:
     else:
         n = round(millions * 1_000_000)
         forms = [f"${n:,}", f"${n:,}", f"{n:,} dollars"]
-    if adjective:
-        forms = [form for form in forms if form.startswith("$")]
-    return tuple(forms)
+    if adjective:  # the same list, "3.2 million dollars" read as "$3.2 million"
+        forms = [form if form.startswith("$") else forms[0] for form in forms]
+    return Number(forms)
 
 
-def count(n: float) -> tuple[str, ...]:
+def count(n: float) -> Number:
     n = int(n)
     if n < 10:
-        return (SMALL[n], SMALL[n], str(n))
+        return Number((SMALL[n], SMALL[n], str(n)))
     if n >= 1_000_000 and n % 100_000 == 0:
-        return (f"{_fmt(n / 1_000_000)} million", f"{n:,}")
-    return (f"{n:,}",)
+        return Number((f"{_fmt(n / 1_000_000)} million", f"{n:,}"))
+    return Number((f"{n:,}",))
 
 
-def percent(p: float) -> tuple[str, ...]:
+def percent(p: float) -> Number:
     s = _fmt(p)
-    return (f"{s} percent", f"{s} percent", f"{s}%", f"{s} per cent")
+    return Number((f"{s} percent", f"{s} percent", f"{s}%", f"{s} per cent"))
 
 
-def price(p: float) -> tuple[str, ...]:
-    return (f"${p:.2f}",)
+def price(p: float) -> Number:
+    return Number((f"${p:.2f}",))
 
 
 def day(d: str) -> tuple[str, ...]:
@@ -370,15 +375,15 @@ def _company(world: World, rng: random.Random, anchor: Facts, needs_products: bo
     return rng.choice(choices)
 
 
-def _other_company(world: World, rng: random.Random, company, *avoid):
-    peers = [c for c in world.sector_peers(company) if c not in avoid]
+def _other_company(world: World, rng: random.Random, company):
+    peers = world.sector_peers(company)
     if not peers or rng.random() < 0.3:
-        peers = [c for c in world.companies if c != company and c not in avoid]
+        peers = [c for c in world.companies if c != company]
     return rng.choice(peers)
 
 
-def _other(rng: random.Random, pool, current, *avoid):
-    return rng.choice([x for x in pool if x != current and x not in avoid])
+def _other(rng: random.Random, pool, current):
+    return rng.choice([x for x in pool if x != current])
 
 
 @dataclass(frozen=True)
@@ -387,8 +392,8 @@ class Kind:
     sample: Callable[[World, random.Random, Facts], Facts | None]
     slots: Callable[[Facts], Slots]
     templates: tuple[str, ...]
-    changes: Callable[[World, random.Random, Facts], dict[str, Callable[[], Facts]]]
-    """For each kind of change this event allows, a function making the changed facts."""
+    flip: Callable[[Facts], Facts] | None
+    """The facts with their polarity turned round (rose/fell, ...), where the event has one."""
 
 
 def _with(facts: Facts, **changes) -> Facts:
@@ -398,10 +403,6 @@ def _with(facts: Facts, **changes) -> Facts:
 def by(flag: object, yes: object, no: object) -> object:
     """`yes` when the fact holds, else `no`: the wording of a polarity."""
     return yes if flag else no
-
-
-def _date_change(rng: random.Random, f: Facts) -> Facts:
-    return _with(f, day=_other(rng, WEEKDAYS, f["day"]))
 
 
 # --- quarterly results
@@ -453,24 +454,8 @@ def results_slots(f):
     }
 
 
-def results_changes(world, rng, f):
-    return {
-        "number": lambda: rng.choice(
-            (
-                _with(f, amount=other_number(rng, f["amount"])),
-                _with(f, pct=other_number(rng, f["pct"])),
-            )
-        ),
-        "entity": lambda: _with(f, company=_other_company(world, rng, f["company"])),
-        "polarity": lambda: _with(f, up=not f["up"]),
-        "detail": lambda: rng.choice(
-            (
-                _with(f, quarter=_other(rng, range(4), f["quarter"])),
-                _with(f, metric="revenue" if f["metric"] == "profit" else "profit"),
-            )
-        ),
-        "date": lambda: _date_change(rng, f),
-    }
+def results_flip(f):
+    return _with(f, up=not f["up"])  # its profit or revenue rose / fell
 
 
 RESULTS = Kind(
@@ -485,7 +470,7 @@ RESULTS = Kind(
         "{exec}, the chief executive of {C}, said {day} that the company's {m} for {q_np} {rose} {P} to {A}, {why}.",
         "A {P} {rise_n} in {q_adj} {m}, to {A}, was reported by {C} {day}, {why}.",
     ),
-    results_changes,
+    results_flip,
 )
 
 
@@ -495,6 +480,7 @@ RESULTS = Kind(
 def takeover_sample(world, rng, anchor):
     buyer = _company(world, rng, anchor)
     return {
+        "company": buyer,
         "buyer": buyer,
         "target": _other_company(world, rng, buyer),
         "amount": nice(rng, 40, 9000),
@@ -541,20 +527,8 @@ def takeover_slots(f):
     }
 
 
-def takeover_changes(world, rng, f):
-    return {
-        "number": lambda: _with(f, amount=other_number(rng, f["amount"])),
-        "entity": lambda: rng.choice(
-            (
-                _with(f, buyer=_other_company(world, rng, f["buyer"], f["target"])),
-                _with(f, target=_other_company(world, rng, f["target"], f["buyer"])),
-            )
-        ),
-        "polarity": lambda: _with(f, agreed=not f["agreed"]),
-        "swap": lambda: _with(f, buyer=f["target"], target=f["buyer"]),
-        "detail": lambda: _with(f, pay=_other(rng, range(3), f["pay"])),
-        "date": lambda: _date_change(rng, f),
-    }
+def takeover_flip(f):
+    return _with(f, agreed=not f["agreed"])  # a deal agreed / dropped
 
 
 TAKEOVER = Kind(
@@ -568,7 +542,7 @@ TAKEOVER = Kind(
         "{B} {pay_v} {A} {pay} for {T}, [the companies said|the two firms announced] {day}, in a deal that still needs approval from regulators.",
         "In a move [announced|disclosed] {day}, {B} {buy_v} {T} for {A} {pay}, pending approval from regulators.",
     ),
-    takeover_changes,
+    takeover_flip,
 )
 
 
@@ -605,19 +579,8 @@ def jobs_slots(f):
     }
 
 
-def jobs_changes(world, rng, f):
-    return {
-        "number": lambda: _with(f, n=other_number(rng, f["n"])),
-        "entity": lambda: rng.choice(
-            (
-                _with(f, town=_other(rng, TOWNS, f["town"])),
-                _with(f, company=_other_company(world, rng, f["company"])),
-            )
-        ),
-        "polarity": lambda: _with(f, cut=not f["cut"]),
-        "detail": lambda: _with(f, month=_other(rng, MONTHS, f["month"])),
-        "date": lambda: _date_change(rng, f),
-    }
+def jobs_flip(f):
+    return _with(f, cut=not f["cut"])  # jobs cut / added
 
 
 JOBS = Kind(
@@ -631,7 +594,7 @@ JOBS = Kind(
         '"We will be {cut_ing} {N} {jobs} at our {site} in {L} by {month}," a {C} spokesman said {day}.',
         "Workers at {Cs} {site} in {L} were told {day} that {N} {jobs} would be {cut_pass} there by {month}.",
     ),
-    jobs_changes,
+    jobs_flip,
 )
 
 
@@ -663,27 +626,6 @@ def appoint_slots(f):
     }
 
 
-def appoint_changes(world, rng, f):
-    month, d = f["date"]
-    return {
-        "entity": lambda: rng.choice(
-            (
-                _with(f, new=_other(rng, world.people, f["new"], f["old"])),
-                _with(f, company=_other_company(world, rng, f["company"])),
-            )
-        ),
-        "swap": lambda: _with(f, new=f["old"], old=f["new"]),
-        "detail": lambda: _with(f, role=_other(rng, tuple(ROLES), f["role"])),
-        "number": lambda: _with(
-            f,
-            date=rng.choice(
-                ((month, _other(rng, range(1, 29), d)), (_other(rng, MONTHS, month), d))
-            ),
-        ),
-        "date": lambda: _date_change(rng, f),
-    }
-
-
 APPOINT = Kind(
     "appoint",
     appoint_sample,
@@ -695,7 +637,7 @@ APPOINT = Kind(
         "{C} {day} [named|appointed] {new} as its new {role}, taking over from {old} on {date}.",
         "Starting {date}, {Cs} {role} will be {new}, who replaces {old}, [the company said|according to a company statement] {day}.",
     ),
-    appoint_changes,
+    None,
 )
 
 
@@ -730,25 +672,6 @@ def suit_slots(f):
     }
 
 
-def suit_changes(world, rng, f):
-    plaintiff, defendant = f["plaintiff"], f["defendant"]
-    changes = {
-        "number": lambda: _with(f, amount=other_number(rng, f["amount"])),
-        "entity": lambda: (
-            _with(f, defendant=(d := _other_company(world, rng, defendant, plaintiff)), company=d)
-            if isinstance(plaintiff, tuple) or rng.random() < 0.5
-            else _with(f, plaintiff=_other(rng, PLAINTIFFS, plaintiff))
-        ),
-        "detail": lambda: _with(f, issue=_other(rng, range(len(ISSUES)), f["issue"])),
-        "date": lambda: _date_change(rng, f),
-    }
-    if isinstance(plaintiff, tuple):
-        changes["swap"] = lambda: _with(
-            f, plaintiff=defendant, defendant=plaintiff, company=plaintiff
-        )
-    return changes
-
-
 SUIT = Kind(
     "suit",
     suit_sample,
@@ -760,7 +683,7 @@ SUIT = Kind(
         "{X} is seeking {A} from {Y} in a lawsuit [filed|brought] {day} that accuses the company of {issue_v}.",
         "{X} said {day} it had taken {Y} to court over {issue_n}, seeking {A} in damages.",
     ),
-    suit_changes,
+    None,
 )
 
 
@@ -792,18 +715,6 @@ def recall_slots(f):
     }
 
 
-def recall_changes(world, rng, f):
-    company = f["company"]
-    changes = {
-        "number": lambda: _with(f, n=other_number(rng, f["n"])),
-        "detail": lambda: _with(f, product=_other(rng, company[1].products, f["product"])),
-        "date": lambda: _date_change(rng, f),
-    }
-    if world.sector_peers(company):
-        changes["entity"] = lambda: _with(f, company=rng.choice(world.sector_peers(company)))
-    return changes
-
-
 RECALL = Kind(
     "recall",
     recall_sample,
@@ -815,7 +726,7 @@ RECALL = Kind(
         "{C} [said|announced] {day} that it was recalling {N} of its {product} after finding they [could|might] {risk}.",
         "Citing {hazard}, {C} began recalling {N} {product} {day}, according to the {R}.",
     ),
-    recall_changes,
+    None,
 )
 
 
@@ -849,22 +760,8 @@ def shares_slots(f):
     }
 
 
-def shares_changes(world, rng, f):
-    def other_price() -> float:
-        while True:
-            y = round(f["price"] + rng.choice((-1, 1)) * rng.uniform(0.5, 12), 2)
-            if y > 1 and f"{y:.2f}" != f"{f['price']:.2f}":
-                return y
-
-    return {
-        "number": lambda: rng.choice(
-            (_with(f, pct=other_number(rng, f["pct"])), _with(f, price=other_price()))
-        ),
-        "entity": lambda: _with(f, company=_other_company(world, rng, f["company"])),
-        "polarity": lambda: _with(f, up=not f["up"]),
-        "detail": lambda: _with(f, reason=_other(rng, range(len(STOCK_REASONS)), f["reason"])),
-        "date": lambda: _date_change(rng, f),
-    }
+def shares_flip(f):
+    return _with(f, up=not f["up"])  # the shares rose / fell
 
 
 SHARES = Kind(
@@ -878,7 +775,7 @@ SHARES = Kind(
         "{C} shares [finished|ended the day] at {price} {day}, {up} {P}, after {why}.",
         "Investors sent {C} shares {up} {P} to {price} {day} after {why}.",
     ),
-    shares_changes,
+    shares_flip,
 )
 
 
@@ -911,19 +808,8 @@ def verdict_slots(f):
     }
 
 
-def verdict_changes(world, rng, f):
-    return {
-        "entity": lambda: rng.choice(
-            (
-                _with(f, person=_other(rng, world.people, f["person"])),
-                _with(f, company=_other_company(world, rng, f["company"])),
-                _with(f, town=_other(rng, TOWNS, f["town"])),
-            )
-        ),
-        "polarity": lambda: _with(f, guilty=not f["guilty"]),
-        "detail": lambda: _with(f, charge=_other(rng, CHARGES, f["charge"])),
-        "date": lambda: _date_change(rng, f),
-    }
+def verdict_flip(f):
+    return _with(f, guilty=not f["guilty"])  # convicted / acquitted
 
 
 VERDICT = Kind(
@@ -937,7 +823,7 @@ VERDICT = Kind(
         "Jurors in {L} {day} found former {C} {role} {P} {guilty} of {charge}.",
         "{P}, who used to be {role} of {C}, was found {guilty} of {charge} {day} after a trial in {L}.",
     ),
-    verdict_changes,
+    verdict_flip,
 )
 
 
@@ -966,7 +852,7 @@ def council_slots(f):
         "A": money(f["amount"]),
         "A_adj": money(f["amount"], adjective=True),
         "project": f["project"],
-        "v": (f"{yes}-{no}", f"{yes} to {no}"),
+        "v": Number((f"{yes}-{no}", f"{yes} to {no}")),
         "v_dash": f"{yes}-{no}",
         "approve": "approve" if ok else "reject",
         "approved": "approved" if ok else "rejected",
@@ -974,23 +860,8 @@ def council_slots(f):
     }
 
 
-def council_changes(world, rng, f):
-    yes, no = f["vote"]
-
-    def other_vote():
-        members = yes + no
-        new = _other(rng, range(members // 2 + 1, members + 1), yes)
-        return (new, members - new)
-
-    return {
-        "number": lambda: rng.choice(
-            (_with(f, amount=other_number(rng, f["amount"])), _with(f, vote=other_vote()))
-        ),
-        "entity": lambda: _with(f, town=_other(rng, TOWNS, f["town"])),
-        "polarity": lambda: _with(f, approve=not f["approve"]),
-        "detail": lambda: _with(f, project=_other(rng, PROJECTS, f["project"])),
-        "date": lambda: _date_change(rng, f),
-    }
+def council_flip(f):
+    return _with(f, approve=not f["approve"])  # a plan approved / rejected
 
 
 COUNCIL = Kind(
@@ -1004,7 +875,7 @@ COUNCIL = Kind(
         "Members of the {L} city council voted {v} {day} to {approve} spending {A} on {project}.",
         "{Ls} city council has {approved} a {A_adj} plan for {project}, [officials said|according to city officials] {day}, after a {v_dash} vote.",
     ),
-    council_changes,
+    council_flip,
 )
 
 
@@ -1029,15 +900,6 @@ def storm_slots(f):
     }
 
 
-def storm_changes(world, rng, f):
-    return {
-        "number": lambda: _with(f, n=other_number(rng, f["n"])),
-        "entity": lambda: _with(f, town=_other(rng, TOWNS, f["town"])),
-        "detail": lambda: _with(f, storm=_other(rng, STORMS, f["storm"])),
-        "date": lambda: _date_change(rng, f),
-    }
-
-
 STORM = Kind(
     "storm",
     storm_sample,
@@ -1048,7 +910,7 @@ STORM = Kind(
         "{N} homes in {L} were without power {day} after {storm} [hit|struck] the region, the [local utility|town's power company] said.",
         "Power was [cut|knocked out] to {N} homes in {L} {day} as {storm} [moved through|swept across] the area, [officials said|the utility said].",
     ),
-    storm_changes,
+    None,
 )
 
 KINDS = (RESULTS, TAKEOVER, JOBS, APPOINT, SUIT, RECALL, SHARES, VERDICT, COUNCIL, STORM)
@@ -1063,14 +925,17 @@ _AN = re.compile(r"\b([Aa]) (\$?(?:8|11|18)(?![\d])|\$?8\d*)")  # said "eight", 
 _AN_NAME = re.compile(r"\b([Aa]) ([AEIOU][a-z])")
 
 
-def _pick(rng: random.Random, value: object) -> str:
+def _pick(rng: random.Random, value: object, form: int) -> str:
+    if isinstance(value, Number):
+        return value[form % len(value)]
     return rng.choice(value) if isinstance(value, tuple) else str(value)
 
 
-def render(template: str, slots: Slots, rng: random.Random) -> str:
-    """Fill a template: `[a|b]` picks one alternative, `{slot}` one of the slot's forms."""
+def render(template: str, slots: Slots, rng: random.Random, form: int = 0) -> str:
+    """Fill a template: `[a|b]` picks one alternative, `{slot}` one of the slot's forms (a
+    number's form is the `form`-th, so that both sentences of a pair write it alike)."""
     text = _ALTERNATIVES.sub(lambda m: rng.choice(m.group(1).split("|")), template)
-    text = _SLOT.sub(lambda m: _pick(rng, slots[m.group(1)]), text)
+    text = _SLOT.sub(lambda m: _pick(rng, slots[m.group(1)], form), text)
     text = re.sub(r"\s+", " ", text).strip()
     text = _AN.sub(r"\1n \2", text)  # "a $8 million plan" -> "an $8 million plan"
     text = _AN_NAME.sub(r"\1n \2", text)  # "a Elmhollow jury" -> "an Elmhollow jury"
@@ -1082,10 +947,10 @@ def _fits(sentence: str) -> bool:
     return MIN_WORDS <= len(sentence.split()) <= MAX_WORDS
 
 
-def _say(kind: Kind, facts: Facts, template: int, rng: random.Random) -> str | None:
+def _say(kind: Kind, facts: Facts, template: int, rng: random.Random, form: int) -> str | None:
     slots = kind.slots(facts)
     for _ in range(8):
-        sentence = render(kind.templates[template], slots, rng)
+        sentence = render(kind.templates[template], slots, rng, form)
         if _fits(sentence):
             return sentence
     return None
@@ -1095,25 +960,41 @@ def make_pair(world: World, rng: random.Random, label: int) -> tuple[str, str] |
     """One pair of the given label, or None when this draw did not work out (draw again)."""
     kind = rng.choice(KINDS)
     facts = kind.sample(world, rng, {})
-    first = rng.randrange(len(kind.templates))
-    same = rng.random() < SAME_TEMPLATE[label]
-    second = first if same else rng.choice([t for t in range(len(kind.templates)) if t != first])
     kind2, facts2 = kind, facts
+    change = "paraphrase"
     if label == 0:
-        changes = kind.changes(world, rng, facts)
-        names = [name for name in NEGATIVE_CHANGES if name in changes or name == "event"]
+        names = [n for n in NEGATIVE_CHANGES if n != "polarity" or kind.flip is not None]
         change = rng.choices(names, weights=[NEGATIVE_CHANGES[n] for n in names])[0]
-        if change == "event":
+        if change == "other":
+            anchor: Facts = {"day": facts["day"]}
+            if "company" in facts:  # a company in another line of business
+                sector = facts["company"][1]
+                anchor["company"] = rng.choice([c for c in world.companies if c[1] != sector])
+            if "town" in facts:
+                anchor["town"] = _other(rng, TOWNS, facts["town"])
+            facts2 = kind.sample(world, rng, anchor)
+            if facts2 is None:
+                return None
+        elif change == "event":
             anchor = {key: facts[key] for key in ("company", "town", "day") if key in facts}
             kind2 = rng.choice([k for k in KINDS if k is not kind])
             facts2 = kind2.sample(world, rng, anchor)
             if facts2 is None:
                 return None
-            second = rng.randrange(len(kind2.templates))
         else:
-            facts2 = changes[change]()
-    a = _say(kind, facts, first, rng)
-    b = _say(kind2, facts2, second, rng)
+            facts2 = kind.flip(facts)
+    first = rng.randrange(len(kind.templates))
+    if kind2 is not kind:
+        second = rng.randrange(len(kind2.templates))
+    elif rng.random() < SAME_TEMPLATE[change]:
+        second = first
+    else:
+        second = rng.choice([t for t in range(len(kind.templates)) if t != first])
+    form = rng.randrange(12)  # how the pair writes its numbers: 12 suits lists of 1 to 4 forms
+    # the word choices: the sentences of an "other" pair are worded alike, word for word
+    wording = rng.getrandbits(32), rng.getrandbits(32)
+    a = _say(kind, facts, first, random.Random(wording[0]), form)
+    b = _say(kind2, facts2, second, random.Random(wording[change != "other"]), form)
     if a is None or b is None or a == b:
         return None
     return (a, b) if rng.random() < 0.5 else (b, a)

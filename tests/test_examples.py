@@ -17,7 +17,7 @@ from bertctl.train.config import FIELDS, FinetuneConfig, resolve
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SAMPLE = EXAMPLES / "mrpc-sample"
 PRESETS = sorted(EXAMPLES.glob("*.yaml"))
-SIZES = {"train": 800, "dev": 200, "test": 200}
+SIZES = {"train": 1000, "dev": 200, "test": 200}
 BOM = b"\xef\xbb\xbf"
 HEADER = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String"
 TEST_HEADER = "index\t#1 ID\t#2 ID\t#1 String\t#2 String"
@@ -197,17 +197,32 @@ def accuracy(data: list[tuple[float, bool]], threshold: float) -> float:
     return sum((score >= threshold) == label for score, label in data) / len(data)
 
 
+def tuned_threshold(train: list[tuple[float, bool]]) -> float:
+    return max(sorted({score for score, _ in train}), key=lambda t: accuracy(train, t))
+
+
 def test_word_overlap_baseline_is_learnable_but_not_trivial():
-    """A threshold on word overlap, tuned on train, beats chance on dev but falls well short of
-    what reading the sentences gets: near misses share nearly every word."""
+    """A threshold on word overlap, tuned on train, beats chance on dev but stays well short of
+    what reading the sentences gets (all-MiniLM-L6-v2, fine-tuned by `bertctl demo`: ~99%)."""
     train, dev = scored("train"), scored("dev")
-    threshold = max(sorted({score for score, _ in train}), key=lambda t: accuracy(train, t))
-    dev_accuracy = accuracy(dev, threshold)
+    dev_accuracy = accuracy(dev, tuned_threshold(train))
     majority = max(sum(label for _, label in dev), sum(not label for _, label in dev)) / len(dev)
     assert 0.65 <= dev_accuracy <= 0.85, dev_accuracy
-    assert dev_accuracy >= majority
-    # overlap separates the classes a little, not a lot
+    assert dev_accuracy >= majority + 0.05
+    # paraphrases overlap more on average, but the classes are far from separated
     positives = [score for score, label in train if label]
     negatives = [score for score, label in train if not label]
     gap = sum(positives) / len(positives) - sum(negatives) / len(negatives)
-    assert 0 < gap < 0.15
+    assert 0.1 < gap < 0.35, gap
+
+
+def test_negatives_are_a_mix_of_clearly_different_and_same_wording():
+    """Some negatives are other stories (little overlap, which overlap alone catches); about as
+    many share the wording of a paraphrase, so that only the names and numbers tell them apart."""
+    train = scored("train")
+    threshold = tuned_threshold(train)
+    negatives = [score for score, label in train if not label]
+    low = sum(score < 0.2 for score in negatives) / len(negatives)
+    as_high_as_a_paraphrase = sum(score >= threshold for score in negatives) / len(negatives)
+    assert 0.3 <= low <= 0.6, low
+    assert 0.35 <= as_high_as_a_paraphrase <= 0.65, as_high_as_a_paraphrase
