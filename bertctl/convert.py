@@ -27,6 +27,7 @@ bytes are checked against the CRC32C TensorFlow stored for it while they are bei
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -424,6 +425,7 @@ def _write_safetensors(
                     src = sources[item.entry.shard_id] = ckpt.data_path(item.entry.shard_id).open(
                         "rb"
                     )
+                    _read_ahead(src)
                 _copy_tensor(ckpt, src, dst, item, chunk)
                 done += item.entry.size
                 if on_progress is not None:
@@ -436,6 +438,15 @@ def _write_safetensors(
     if size != len(header) + total:
         raise ConvertError(f"{path}: wrote {size} bytes, expected {len(header) + total}")
     return size
+
+
+def _read_ahead(handle: BinaryIO) -> None:
+    """Ask the kernel to start reading the whole data file now, so disk reads overlap the
+    transposing and writing instead of waiting for each tensor (a no-op where unsupported)."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is not None:
+        with contextlib.suppress(OSError):
+            advise(handle.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
 
 
 def _fsync(handle: IO[Any]) -> None:
