@@ -5,7 +5,7 @@
 
 The checkpoint must be real TensorFlow output, so bertctl's own code does not write it: the first
 run asks a Python that has TensorFlow (``--tf-python``, else ``$BERTCTL_TF_PYTHON``, else
-``/tmp/tfvenv/bin/python``) to save random BERT-Base weights (L-12, H-768, 30522 tokens, with the
+``.tfvenv/bin/python``) to save random BERT-Base weights (L-12, H-768, 30522 tokens, with the
 pretraining heads: 110,106,428 float32 = 440 MB, the size of Google's uncased_L-12_H-768_A-12) with
 ``tf.compat.v1.train.Saver`` into ``$BERTCTL_HOME/bench/base_release/``, and reuses it after.
 Without TensorFlow, pass ``--checkpoint`` (e.g. an extracted Google release).
@@ -88,7 +88,7 @@ IMPORTS_ONLY = "import numpy, google_crc32c, bertctl.convert, bertctl.tokenizati
 
 
 def tf_python(given: str | None) -> str | None:
-    for candidate in (given, os.environ.get("BERTCTL_TF_PYTHON"), "/tmp/tfvenv/bin/python"):
+    for candidate in (given, os.environ.get("BERTCTL_TF_PYTHON"), ".tfvenv/bin/python"):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -224,7 +224,7 @@ def main() -> int:
 
     if args.checkpoint:
         prefix = Path(args.checkpoint)
-        source = "given"
+        source = "a given checkpoint"
     else:
         cache = Path(args.cache) if args.cache else paths.home() / "bench"
         prefix = ensure_checkpoint(cache, tf_python(args.tf_python))
@@ -299,7 +299,7 @@ def main() -> int:
             ),
         ]
     command = "python bench/bench_convert.py" + (
-        f" --checkpoint {args.checkpoint}" if args.checkpoint else ""
+        " --checkpoint PREFIX" if args.checkpoint else ""
     )
     lines = [
         "## Conversion",
