@@ -28,7 +28,7 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
 
 [bold]Examples[/]
 
-  [cyan]bertctl demo[/]                              tokenize and inspect, offline
+  [cyan]bertctl demo[/]                              tokenize, inspect, fine-tune, offline
   [cyan]bertctl tokenize "John Smith"[/]             Google-exact tokens and ids
   [cyan]bertctl tokenize -i text.txt --json[/]       one JSON object per line
   [cyan]bertctl inspect base-uncased[/]              architecture, exact parameter counts

@@ -78,8 +78,9 @@ def demo(
         model=str(model_dir),
         out=str(run),
         device="cpu" if cpu else None,
+        epochs=3.0,  # keeps a run on the full GLUE MRPC within the demo's 10-minute budget on 2 CPU cores
     )
-    summary = finetune(cfg, {"task", "data", "model", "out", "device"}, ui.Reporter())
+    summary = finetune(cfg, {"task", "data", "model", "out", "device", "epochs"}, ui.Reporter())
     report([summary], as_json=False)
 
     ui.out.print()
