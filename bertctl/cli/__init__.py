@@ -19,6 +19,7 @@ from bertctl.cli import (
     finetune,
     inspect,
     models,
+    pretrain,
     tokenize,
     verify,
 )
@@ -39,6 +40,7 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
   [cyan]bertctl finetune mrpc --gpu 0[/]             fine-tune, Google's recipe
   [cyan]bertctl evaluate runs/mrpc[/]                dev metrics of a run or model
   [cyan]bertctl predict runs/mrpc[/]                 GLUE submission files
+  [cyan]bertctl pretrain prepare doc.txt -o data[/]  masked LM + NSP data, Google's recipe
 
 Set BERTCTL_DEBUG=1 to see a traceback with an error.
 """
@@ -62,6 +64,7 @@ app.command("convert")(convert.convert)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(evaluate.predict)
+app.add_typer(pretrain.app, name="pretrain")
 
 
 def main() -> None:
