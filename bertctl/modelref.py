@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl import catalog, store
-from bertctl.errors import BertctlError, CasingError, UsageError
+from bertctl.bertconfig import (
+    BertConfig,
+    check_config,
+    load_config,
+    parse_config_bytes,
+    require_config,
+)
+from bertctl.errors import BertctlError, CasingError, ConfigError, UsageError
 from bertctl.tokenization import Tokenizer, Vocab, bundled_vocab, load_vocab, parse_vocab
 
 UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
@@ -113,6 +120,41 @@ def resolve(arg: str) -> ModelRef:
     if close:
         hint = f"did you mean {close[0]}? ({hint})"
     raise BertctlError(f"{arg}: no such file, folder or model name", hint)
+
+
+def bert_config(ref: ModelRef) -> BertConfig:
+    """The architecture of a resolved model, read without downloading or converting anything.
+
+    A catalogue entry brings its config with it; a folder, zip, config file or checkpoint is read
+    where it lies (a checkpoint needs the bert_config.json beside it).
+
+    Raises:
+        ConfigError: the config is missing or unusable.
+    """
+    if ref.kind == "catalog":
+        assert ref.release is not None
+        return require_config(
+            check_config(ref.release.bert_config(), f"{ref.release.name} (catalogue)")
+        )
+    assert ref.path is not None
+    if ref.kind == "release-zip":
+        with zipfile.ZipFile(ref.path) as zf:
+            member = zip_config_member(zf)
+            assert member is not None  # resolve() checked
+            return require_config(parse_config_bytes(zf.read(member), f"{ref.path}:{member}"))
+    if ref.kind == "config-file":
+        return require_config(load_config(ref.path))
+    if ref.kind == "hf-folder":
+        return require_config(load_config(ref.path / "config.json"))
+    if ref.kind == "release-folder":
+        return require_config(load_config(ref.path / "bert_config.json"))
+    folder = ref.path if ref.path.is_dir() else ref.path.parent
+    if not (folder / "bert_config.json").is_file():
+        raise ConfigError(
+            f"{ref.label}: no bert_config.json beside the checkpoint",
+            "pass the release folder, or the bert_config.json itself",
+        )
+    return require_config(load_config(folder / "bert_config.json"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from bertctl.cli import (
     evaluate,
     finetune,
     inspect,
+    memory,
     models,
     pretrain,
     tokenize,
@@ -37,6 +38,8 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
   [cyan]bertctl download base-multilingual-cased[/]  download, verify, convert
   [cyan]bertctl verify base-uncased[/]               hashes, CRCs, shapes, vocab, casing
   [cyan]bertctl convert model.zip --out bert[/]      TF checkpoint to HF format, no TF
+  [cyan]bertctl gpus[/]                              GPUs here: memory, capability, bf16
+  [cyan]bertctl plan base-cased --gpu-memory 12G[/]  memory needed, largest batch per length
   [cyan]bertctl finetune mrpc --gpu 0[/]             fine-tune, Google's recipe
   [cyan]bertctl evaluate runs/mrpc[/]                dev metrics of a run or model
   [cyan]bertctl predict runs/mrpc[/]                 GLUE submission files
@@ -61,6 +64,8 @@ app.command("models")(models.models)
 app.command("download")(download.download)
 app.command("verify")(verify.verify)
 app.command("convert")(convert.convert)
+app.command("gpus")(memory.gpus)
+app.command("plan")(memory.plan)
 app.command("finetune")(finetune.finetune)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(evaluate.predict)

@@ -70,6 +70,24 @@ def finetune(
         ),
     ] = None,
     gpu: Annotated[int | None, typer.Option("--gpu", help="GPU index.")] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory",
+            metavar="SIZE",
+            help="Check memory against a GPU of SIZE (12GiB, 11.5G, 12000MB) instead of the "
+            "free memory of the GPU in use; works on the CPU too.",
+        ),
+    ] = None,
+    auto_fit: Annotated[
+        bool | None,
+        typer.Option(
+            "--auto-fit", help="If the estimate does not fit, apply the best settings that do."
+        ),
+    ] = None,
+    force: Annotated[
+        bool | None, typer.Option("--force", help="Skip the memory check before training.")
+    ] = None,
     cpu: Annotated[
         bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")
     ] = False,
@@ -118,11 +136,15 @@ def finetune(
     the run folder holds the settings, logs, metrics, resumable checkpoints, a final HF-format
     model, a plot, and Google's eval_results.txt.
 
+    On a GPU (or with --gpu-memory SIZE) the memory a run needs is estimated before anything is
+    loaded; a run that would not fit stops and names settings that do (--auto-fit applies them).
+
     [bold]Examples[/]
 
       [cyan]bertctl finetune mrpc --gpu 0[/]
       [cyan]bertctl finetune sst-2 --model base-cased --cased --epochs 2 --out runs/sst2[/]
       [cyan]bertctl finetune mrpc --model path/to/minilm --seeds 1,2,3[/]
+      [cyan]bertctl finetune mrpc --model large-uncased --gpu 0 --auto-fit[/]
       [cyan]bertctl finetune custom --data my_task --text-a review --label-column stars[/]
       [cyan]bertctl finetune --config runs/mrpc/config.yaml --out runs/mrpc-again[/]
       [cyan]bertctl finetune --out runs/mrpc --resume[/]
@@ -151,6 +173,9 @@ def finetune(
         "grad_checkpointing": grad_checkpointing,
         "optimizer": optimizer,
         "device": "cpu" if cpu else (f"cuda:{gpu}" if gpu is not None else None),
+        "gpu_memory": gpu_memory,
+        "auto_fit": auto_fit,
+        "force": force,
         "lowercase": None if cased is None else not cased,
         "eval_every": eval_every,
         "save_every": save_every,

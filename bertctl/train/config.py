@@ -53,6 +53,13 @@ class FinetuneConfig:
     grad_checkpointing: bool = False
     device: str | None = None
     """cpu, cuda, cuda:N; default the first GPU if any."""
+    gpu_memory: str | None = None
+    """Plan for a GPU of this size (e.g. 12GiB, 11.5G, 12000MB) instead of reading the free memory
+    of the GPU in use; the memory check then runs on any device, the CPU included."""
+    auto_fit: bool = False
+    """When the estimate does not fit, apply the best settings that do (see `bertctl plan`)."""
+    force: bool = False
+    """Skip the memory check before training."""
     eval_every: int | None = None
     """Evaluate every N steps; default at the end of each epoch."""
     save_every: int | None = None
@@ -87,10 +94,15 @@ class FinetuneConfig:
                 "--batch-size must be a multiple of --grad-accum",
             ),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+            (not (self.auto_fit and self.force), "--auto-fit and --force both given; pass one"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.gpu_memory is not None:
+            from bertctl.memory import parse_size
+
+            parse_size(self.gpu_memory, "--gpu-memory")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -18,7 +18,7 @@ import torch
 from bertctl import glue, metrics
 from bertctl.errors import BertctlError
 from bertctl.train import data as D
-from bertctl.train import runs
+from bertctl.train import preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
 from bertctl.train.modeling import PreparedModel, prepare
 from bertctl.train.optim import linear_warmup_decay, make_optimizer, steps_for, warmup_for
@@ -195,11 +195,17 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
 
     # ---- run folder and settings ---------------------------------------------------------
     device = pick_device(cfg.device)
+    # Memory: on a GPU (or for --gpu-memory SIZE) the estimate must fit before anything is read,
+    # downloaded or loaded; --auto-fit may change batch, precision, checkpointing or length.
+    cfg, memory_checked = preflight.check(cfg, device, reporter)
     autocast = pick_precision(cfg.precision, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, data_dir, splits = load_task_data(cfg)
     prepared: PreparedModel = prepare(cfg.model, cfg.lowercase, reporter)
+    if not memory_checked:  # a Hub model's config arrived with its download
+        cfg, _ = preflight.check(cfg, device, reporter, prepared.folder)
+        autocast = pick_precision(cfg.precision, device)
     model_config = json.loads((prepared.folder / "config.json").read_text(encoding="utf-8"))
     tuned = {
         k: v
@@ -308,7 +314,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     # finished step (a partial forward pass has drawn dropout masks), and none is written while
     # the optimizer is changing the weights.
     rng_at_step = runs.rng_state()
-    updating = False
+    updating = out_of_memory = False
     try:
         with reporter.progress("Fine-tuning", total_steps, "steps") as bar:
             bar.advance(step)
@@ -380,6 +386,8 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                             cfg.keep_checkpoints,
                             loss=last_loss,
                         )
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True  # handled below, once the exception has let go of the step's tensors
     except KeyboardInterrupt:
         log.close()
         if not updating:
@@ -399,6 +407,24 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
             f"interrupted at step {step}; {saved}",
             f"resume with: bertctl finetune --out {out} --resume",
         ) from None
+    if out_of_memory:
+        # Keep the last finished step, and say what happened and what to resume with.
+        inputs = loss = None
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        log.close()
+        if not updating:
+            runs.save_checkpoint(
+                out,
+                model,
+                optimizer,
+                step,
+                history,
+                cfg.keep_checkpoints,
+                rng=rng_at_step,
+                loss=last_loss,
+            )
+        raise preflight.out_of_memory(cfg, device, prepared.folder, out, step)
     train_seconds = time.monotonic() - start_time
     log.close()
 

@@ -1,0 +1,788 @@
+"""Peak GPU memory of training BERT, from the config alone: estimate, largest batch, what fits.
+
+Pure arithmetic (no torch): `bertctl plan`, the fine-tuning preflight and the tests use it on
+any machine. The model is the one `bertctl finetune` trains: transformers' BertModel with a
+sequence-classification head (or Google's pretraining heads), PyTorch autograd, the caching
+allocator, and bertctl's optimizers.
+
+What is counted, for a micro-batch of b sequences of length s (hidden h, heads a, intermediate i,
+L layers, vocabulary V, P parameters; 16-bit means bf16 or fp16 autocast):
+
+- weights: fp32 master weights (4P) and, under autocast, the 16-bit copy of every matmul weight
+  that autocast casts once per forward and the backward keeps until it has used it (2 bytes per
+  matmul parameter).
+- gradients: fp32, 4P. Without accumulation, the backward frees each layer's activations as it
+  writes that layer's gradients, so at the start of the backward (the usual peak) only the head's
+  gradients exist; with accumulation the gradients of the earlier micro-batches stay resident.
+- optimizer state: Adam's two fp32 moments, 8P (`google` and `adamw` alike). So weights,
+  gradients and moments are 16P, the ZeRO paper's figure (`Estimate.model_state`).
+- activations: the tensors autograd saves in the forward pass (`layer_activation_bytes`).
+- temporaries: what the backward or the optimizer step allocates on top. Google's optimizer runs
+  on torch's `_foreach` kernels, which materialise sqrt(v) and m/(sqrt(v)+eps) for every weight at
+  once (8 bytes per decayed parameter); `adamw` is torch's fused AdamW on a GPU (none).
+- workspace: cuBLAS/cuBLASLt workspaces and the caching allocator's slack (memory it reserves but
+  has not handed out: block rounding, fragmentation from dynamic padding).
+
+The CUDA context (~0.5 GiB, kernels and handles) is kept apart (`CONTEXT_BYTES`):
+`torch.cuda.max_memory_allocated` excludes it, and so does the free memory a process reads after
+creating its own context. `Estimate.allocated` (total less allocator slack) is the figure to set
+beside `max_memory_allocated`.
+
+The peak is the largest of three moments of a training step: the start of the backward pass
+(every activation saved), the end of the backward pass (every gradient written) and the optimizer
+step (moments and their temporaries). Evaluation runs without gradients and needs less.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from bertctl.bertconfig import BertConfig, count_parameters
+from bertctl.errors import UsageError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZERS = ("google", "adamw")
+ATTENTIONS = ("sdpa", "flash", "eager")
+TASKS = ("classify", "pretrain")
+
+MiB = 1 << 20
+GiB = 1 << 30
+# A CUDA 12 context with PyTorch's kernels loaded lazily, cuBLAS and cuDNN handles: 300-600 MiB
+# depending on the card and driver (nvidia-smi shows it for a process that allocated nothing).
+CONTEXT_BYTES = 512 * MiB
+# cuBLAS workspace (PyTorch's default CUBLAS_WORKSPACE_CONFIG: 8 x 4 MiB on Hopper, less on
+# older cards) and cuBLASLt's, both taken from the caching allocator.
+CUBLAS_BYTES = 64 * MiB
+# Memory the caching allocator reserves beyond what tensors hold, as a share of the memory that
+# comes and goes every step (activations and temporaries). Dynamic padding varies the shapes.
+ALLOCATOR_SLACK = 0.10
+# Google's sequence-length ladder, as in its README's out-of-memory table.
+SEQ_LENGTHS = (64, 128, 256, 320, 384, 512)
+# Google's README: the largest batch that fit a 12 GB Titan X with TensorFlow 1.11, fp32, Adam,
+# by (layers, hidden, heads, intermediate) and sequence length (0: not even one sequence).
+GOOGLE_2018 = {
+    (12, 768, 12, 3072): dict(zip(SEQ_LENGTHS, (64, 32, 16, 14, 12, 6), strict=True)),
+    (24, 1024, 16, 4096): dict(zip(SEQ_LENGTHS, (12, 6, 2, 1, 0, 0), strict=True)),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Parameters by role
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    """Parameters of the trained model, split by how training treats them.
+
+    Attributes:
+        total: every trainable parameter (the encoder, pooler and the task's head).
+        matmul: weights that run through a matmul, which autocast copies to 16 bits.
+        no_decay: biases and LayerNorm parameters (no weight decay, so Google's optimizer makes
+            no temporaries for them).
+        layer: one encoder layer.
+        head: the pooler and the task's head (their gradients come first in the backward).
+        word_embeddings: the V x h table, whose dense gradient the embedding backward writes.
+    """
+
+    total: int
+    matmul: int
+    no_decay: int
+    layer: int
+    head: int
+    word_embeddings: int
+
+
+def param_counts(config: BertConfig, task: str = "classify", num_labels: int = 2) -> ParamCounts:
+    """Count the parameters of BERT with a classifier (`classify`) or Google's MLM+NSP heads.
+
+    >>> from bertctl.bertconfig import BertConfig
+    >>> param_counts(BertConfig(vocab_size=30522, type_vocab_size=2)).total
+    109483778
+    """
+    _check_task(task)
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    layer_matmul = 4 * h * h + 2 * h * i
+    layer_no_decay = (3 * h + h + i + h) + 4 * h  # biases, then two LayerNorms
+    layer = layer_matmul + layer_no_decay
+    pretrain = task == "pretrain"
+    total = count_parameters(config, heads=pretrain)
+    matmul = config.num_hidden_layers * layer_matmul + h * h  # + pooler
+    no_decay = 2 * h + config.num_hidden_layers * layer_no_decay + h
+    head = h * h + h
+    if pretrain:
+        # MLM transform (dense + LayerNorm), output bias; the decoder is tied to the word
+        # embeddings, which autocast copies like any matmul weight. NSP: 2 x h + 2.
+        matmul += h * h + v * h + 2 * h
+        no_decay += h + 2 * h + v + 2
+        head += h * h + 3 * h + v + 2 * h + 2
+    else:
+        total += num_labels * h + num_labels
+        matmul += num_labels * h
+        no_decay += num_labels
+        head += num_labels * h + num_labels
+    return ParamCounts(total, matmul, no_decay, layer, head, v * h)
+
+
+# --------------------------------------------------------------------------------------------
+# Activations
+
+
+def layer_activation_bytes(
+    config: BertConfig, batch: int, seq: int, precision: str = "fp32", attention: str = "sdpa"
+) -> int:
+    """Bytes one encoder layer saves for its backward pass, in the manner of Korthikanti et al.
+
+    Korthikanti et al. (2022) count s·b·h·(34 + 5·a·s/h) bytes per layer for 16-bit training with
+    one-byte dropout masks. Counting the same way what transformers' BertLayer saves under
+    PyTorch autograd, with p the bytes of an activation (4 for fp32, 2 under autocast):
+
+    =========================================  ==================  ===========  ==========
+    tensor (saved by)                           shape               fp32 bytes   autocast
+    =========================================  ==================  ===========  ==========
+    layer input x (Q, K, V linears)             b·s·h               4            3 x 2 (1)
+    Q, K, V (attention)                         3 x b·s·h           3 x 4        3 x 2
+    attention output O (output dense)           b·s·h               4            2
+    dropout mask after attention                b·s·h               1            1
+    residual sum (LayerNorm 1) (2)              b·s·h               4            4
+    LayerNorm 1 output (intermediate dense)     b·s·h               4            2 (1)
+    intermediate output (GELU)                  b·s·i               4            2
+    GELU output (output dense)                  b·s·i               4            2
+    dropout mask after the MLP                  b·s·h               1            1
+    residual sum (LayerNorm 2) (2)              b·s·h               4            4
+    LayerNorm mean and 1/std, twice             4 x b·s             4            4
+    =========================================  ==================  ===========  ==========
+
+    so s·b·h·(34 + 8·i/h) bytes in fp32 (66·sbh for i = 4h: Korthikanti's 34 with every 16-bit
+    tensor doubled) and s·b·h·(26 + 4·i/h) = 42·sbh under autocast, plus 16·b·s for the
+    LayerNorm statistics. (1) autocast casts x for each of the three linears separately and
+    caches only weight casts, so three 16-bit copies are saved, and LayerNorm's fp32 output is
+    saved as its 16-bit cast. (2) a 16-bit sublayer output plus the fp32 residual is fp32, and
+    LayerNorm runs in fp32 under autocast.
+
+    Attention scores (the 5·a·s/h term):
+
+    - `eager` (transformers' eager attention, like Google's TensorFlow code) saves the softmax
+      output (fp32 under autocast too, softmax being an fp32 op), the dropout mask (1 byte) and
+      the dropped-out probabilities (p bytes): (9 in fp32, 7 under autocast)·b·a·s².
+    - `sdpa` (memory-efficient or flash kernels; bertctl's default) saves none of these, only the
+      log-sum-exp (fp32, b·a·s, s rounded up to 32) and, when the batch is padded, the additive
+      mask that SDPA makes from the boolean one in every layer: b·s²·p.
+    - `flash`: the log-sum-exp only (flash attention runs unpadded, with no mask).
+
+    Dropout with probability 0 saves no mask and no second copy.
+
+    >>> from bertctl.bertconfig import BertConfig
+    >>> base = BertConfig(vocab_size=30522, type_vocab_size=2)
+    >>> layer_activation_bytes(base, 1, 128, "fp32", "flash") // (128 * 768)
+    66
+    """
+    _check(precision, PRECISIONS, "precision")
+    _check(attention, ATTENTIONS, "attention")
+    b, s, h, a, i = (
+        batch,
+        seq,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
+    p = _act_bytes(precision)
+    hidden_mask = 1 if config.hidden_dropout_prob > 0 else 0
+    x_bytes = 4 if p == 4 else 3 * p
+    per_sbh = x_bytes + 3 * p + p + 2 * hidden_mask + 2 * 4 + p
+    total = b * s * h * per_sbh + b * s * i * 2 * p + 4 * b * s * 4
+    if attention == "eager":
+        if config.attention_probs_dropout_prob > 0:
+            per_score = 4 + 1 + p  # softmax output, mask, dropped-out probabilities
+        else:
+            per_score = 4 + (p if p != 4 else 0)  # softmax output (and its 16-bit cast)
+        total += per_score * b * a * s * s
+    else:
+        total += 4 * b * a * _round_up(s, 32)
+        if attention == "sdpa":
+            total += p * b * s * s
+    return total
+
+
+def activation_bytes(
+    config: BertConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    grad_checkpointing: bool = False,
+    task: str = "classify",
+    max_predictions: int | None = None,
+) -> int:
+    """Every activation saved at the end of the forward pass: embeddings, layers, head.
+
+    Embeddings save the LayerNorm input (4·sbh), its statistics, the dropout mask and the token
+    and segment ids. With gradient checkpointing each layer keeps only its input (fp32, 4·sbh)
+    and the backward recomputes one layer at a time, whose activations are counted once.
+
+    The classification head keeps the last hidden states alive in fp32 (the pooler saves a view of
+    the first token); under autocast it saves a 16-bit copy of the first token only. Google's
+    pretraining gathers `max_predictions` masked positions per sequence (`max_predictions_per_seq`)
+    before the MLM head: the gathered states through the transform (dense, GELU, LayerNorm), and
+    the fp32 log-softmax over the vocabulary, b·P·V·4 bytes.
+    """
+    _check_task(task)
+    b, s, h, v = batch, seq, config.hidden_size, config.vocab_size
+    p = _act_bytes(precision)
+    mask = 1 if config.hidden_dropout_prob > 0 else 0
+    embeddings = b * s * h * (4 + mask) + 2 * b * s * 4 + 2 * b * s * 8 + s * 8
+    layer = layer_activation_bytes(config, batch, seq, precision, attention)
+    if grad_checkpointing:
+        layers = config.num_hidden_layers * 4 * b * s * h + layer
+    else:
+        layers = config.num_hidden_layers * layer
+    head = (4 * b * s * h if p == 4 else 0) + 4 * b * h * 4  # hidden states view; pooler, logits
+    if task == "pretrain":
+        n = b * _predictions(seq, max_predictions)
+        head += n * h * ((4 + 4 + 4 + 4) if p == 4 else (2 + 2 + 4 + 2)) + n * v * 4
+    return embeddings + layers + head
+
+
+def backward_temporary_bytes(
+    config: BertConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    task: str = "classify",
+    max_predictions: int | None = None,
+) -> int:
+    """The largest set of gradient buffers alive at once inside the backward of one layer or head.
+
+    MLP: the gradients of the GELU's output and input (2·b·s·i·p) and of the fp32 residual
+    stream in and out (2·sbh·4). Eager attention: the gradients of the probabilities and the
+    scores (2·b·a·s²·4). SDPA: dQ, dK, dV, dO (4·sbh·p) and an fp32 dQ accumulator. Plus the
+    largest weight gradient before it lands in `.grad` (h·i, in p bytes and then fp32). The MLM
+    head: the gradients of the log-softmax output (fp32) and of the logits (b·P·V·(4 + p)).
+    """
+    b, s, h, a, i = (
+        batch,
+        seq,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
+    p = _act_bytes(precision)
+    residual = 2 * b * s * h * 4
+    mlp = 2 * b * s * i * p + residual
+    if attention == "eager":
+        attn = 2 * b * a * s * s * 4 + residual
+    else:
+        attn = 4 * b * s * h * p + b * s * h * 4 + residual
+    weight_grad = h * i * (4 + (p if p != 4 else 0))
+    temp = max(mlp, attn) + weight_grad
+    if task == "pretrain":
+        n = b * _predictions(seq, max_predictions)
+        temp = max(temp, n * config.vocab_size * (4 + p))
+    return temp
+
+
+def _predictions(seq: int, max_predictions: int | None) -> int:
+    """Google's max_predictions_per_seq: 20 at 128, 80 at 512 (15% of the tokens, rounded up to
+    a multiple of 4), unless given."""
+    if max_predictions is not None:
+        return max_predictions
+    return _round_up(math.ceil(0.15 * seq), 4)
+
+
+# --------------------------------------------------------------------------------------------
+# The estimate
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Peak GPU memory of one training step, in bytes, broken down as it stands at the peak.
+
+    Attributes:
+        batch: sequences per forward pass (the micro-batch).
+        seq: sequence length.
+        precision, optimizer, attention, grad_checkpointing, task, grad_accum: the settings.
+        params: trainable parameters.
+        weights: fp32 weights, plus autocast's 16-bit copies when the peak is in the backward.
+        gradients: fp32 gradients alive at the peak.
+        optimizer_state: Adam's moments.
+        activations: saved activations alive at the peak (none at the optimizer step).
+        temporaries: backward buffers or optimizer temporaries at the peak.
+        workspace: cuBLAS workspaces plus `slack`.
+        slack: the caching allocator's reserve beyond live tensors.
+        phase: "backward (start)", "backward (end)" or "optimizer step".
+        saved_activations: every activation saved by the forward pass, whatever the phase.
+        context: the CUDA context, outside `total`.
+    """
+
+    batch: int
+    seq: int
+    precision: str
+    optimizer: str
+    attention: str
+    grad_checkpointing: bool
+    task: str
+    grad_accum: int
+    params: int
+    weights: int
+    gradients: int
+    optimizer_state: int
+    activations: int
+    temporaries: int
+    workspace: int
+    slack: int
+    phase: str
+    saved_activations: int
+    context: int = CONTEXT_BYTES
+
+    @property
+    def total(self) -> int:
+        """What the process needs beyond its CUDA context: compare with free memory."""
+        return (
+            self.weights
+            + self.gradients
+            + self.optimizer_state
+            + self.activations
+            + self.temporaries
+            + self.workspace
+        )
+
+    @property
+    def allocated(self) -> int:
+        """The predicted `torch.cuda.max_memory_allocated` (the total less allocator slack)."""
+        return self.total - self.slack
+
+    @property
+    def model_state(self) -> int:
+        """fp32 weights, gradients and Adam moments: 16 bytes per parameter."""
+        return 16 * self.params
+
+    def breakdown(self) -> list[tuple[str, int]]:
+        """(component, bytes) at the peak, in display order; they sum to `total`."""
+        return [
+            ("weights", self.weights),
+            ("gradients", self.gradients),
+            ("optimizer state", self.optimizer_state),
+            ("activations", self.activations),
+            ("temporaries", self.temporaries),
+            ("workspace", self.workspace),
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(total=self.total, allocated=self.allocated, model_state=self.model_state)
+        return data
+
+
+def estimate(
+    config: BertConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    optimizer: str = "google",
+    grad_checkpointing: bool = False,
+    attention: str = "sdpa",
+    task: str = "classify",
+    grad_accum: int = 1,
+    max_predictions: int | None = None,
+    num_labels: int = 2,
+    keep_grads: bool | None = None,
+) -> Estimate:
+    """Peak memory of a training step of `batch` sequences of `seq` tokens.
+
+    Args:
+        config: the architecture.
+        batch: sequences per forward pass (with accumulation, the micro-batch).
+        seq: tokens per sequence (padded length).
+        precision: fp32, or bf16/fp16 autocast (fp32 master weights, gradients and moments).
+        optimizer: google (bertctl's `_foreach` Adam without bias correction) or adamw (torch's
+            fused AdamW on a GPU).
+        grad_checkpointing: recompute each layer in the backward.
+        attention: sdpa (bertctl's), flash, or eager (scores materialised, as in TF 2018).
+        task: classify (sequence classification) or pretrain (MLM + NSP, gathered positions).
+        grad_accum: micro-batches per optimizer step; above 1 the gradients stay resident.
+        max_predictions: masked positions per sequence for pretraining (default Google's).
+        num_labels: classifier outputs.
+        keep_grads: gradients stay allocated between steps, as with accumulation or with
+            `zero_grad()` before PyTorch 2.0 (which zeroed them instead of freeing them);
+            default: `grad_accum > 1`.
+
+    >>> from bertctl.bertconfig import BertConfig
+    >>> e = estimate(BertConfig(vocab_size=30522, type_vocab_size=2), batch=32, seq=128)
+    >>> e.model_state == 16 * e.params, e.phase
+    (True, 'backward (start)')
+    """
+    _check(precision, PRECISIONS, "precision")
+    _check(optimizer, OPTIMIZERS, "optimizer")
+    _check(attention, ATTENTIONS, "attention")
+    _check_task(task)
+    if batch < 0 or seq < 1 or grad_accum < 1:
+        raise UsageError(f"batch {batch}, seq {seq}, grad_accum {grad_accum}: out of range")
+    counts = param_counts(config, task, num_labels)
+    resident = grad_accum > 1 if keep_grads is None else keep_grads
+    p = _act_bytes(precision)
+    weights = 4 * counts.total
+    copies = 2 * counts.matmul if p != 4 else 0
+    grads = 4 * counts.total
+    moments = 8 * counts.total
+    saved = activation_bytes(
+        config, batch, seq, precision, attention, grad_checkpointing, task, max_predictions
+    )
+    if batch == 0:
+        saved = 0
+    back = (
+        backward_temporary_bytes(config, batch, seq, precision, attention, task, max_predictions)
+        if batch
+        else 0
+    )
+    head_grads = 4 * counts.head + (4 * counts.word_embeddings if task == "pretrain" else 0)
+    # A dense V x h embedding gradient is written, then added to `.grad` when one exists.
+    embedding_temp = 4 * counts.word_embeddings if (resident or task == "pretrain") and batch else 0
+    step_temp = 8 * (counts.total - counts.no_decay) if optimizer == "google" else 0
+    phases = [
+        ("backward (start)", weights + copies, grads if resident else head_grads, saved, back),
+        ("backward (end)", weights, grads, 0, embedding_temp),
+        ("optimizer step", weights, grads, 0, step_temp),
+    ]
+
+    def build(phase: tuple[str, int, int, int, int]) -> Estimate:
+        name, w, g, act, temp = phase
+        slack = int(ALLOCATOR_SLACK * (act + temp))
+        return Estimate(
+            batch=batch,
+            seq=seq,
+            precision=precision,
+            optimizer=optimizer,
+            attention=attention,
+            grad_checkpointing=grad_checkpointing,
+            task=task,
+            grad_accum=grad_accum,
+            params=counts.total,
+            weights=w,
+            gradients=g,
+            optimizer_state=moments,
+            activations=act,
+            temporaries=temp,
+            workspace=CUBLAS_BYTES + slack,
+            slack=slack,
+            phase=name,
+            saved_activations=saved,
+        )
+
+    return max((build(ph) for ph in phases), key=lambda e: e.total)
+
+
+def max_batch(
+    config: BertConfig,
+    seq: int,
+    precision: str,
+    budget_bytes: int,
+    optimizer: str = "google",
+    grad_checkpointing: bool = False,
+    attention: str = "sdpa",
+    task: str = "classify",
+    grad_accum: int = 1,
+    limit: int = 1 << 16,
+) -> int:
+    """The largest batch whose estimate fits `budget_bytes` (0 when not even one sequence fits).
+
+    `budget_bytes` is memory for this process beyond its CUDA context: a card's total less
+    `CONTEXT_BYTES` (see `usable`), or the free memory a running process reads.
+    """
+
+    def fits(b: int) -> bool:
+        return (
+            estimate(
+                config,
+                b,
+                seq,
+                precision,
+                optimizer,
+                grad_checkpointing,
+                attention,
+                task,
+                grad_accum,
+            ).total
+            <= budget_bytes
+        )
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    high = min(high, limit + 1)
+    while high - low > 1:  # fits(low), not fits(high)
+        mid = (low + high) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def google_2018(config: BertConfig) -> dict[int, int] | None:
+    """Google's published maximum batch per sequence length for this shape (BERT-Base or
+    BERT-Large, 12 GB, TensorFlow 1.11, fp32), or None for other shapes."""
+    shape = (
+        config.num_hidden_layers,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
+    return GOOGLE_2018.get(shape)
+
+
+def usable(card_bytes: int) -> int:
+    """Memory a process can fill on a card of `card_bytes`, after its CUDA context."""
+    return max(0, card_bytes - CONTEXT_BYTES)
+
+
+# --------------------------------------------------------------------------------------------
+# Settings that fit
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The memory-relevant settings of a run (FinetuneConfig's names)."""
+
+    batch_size: int
+    max_seq_length: int
+    precision: str
+    grad_accum: int = 1
+    grad_checkpointing: bool = False
+    optimizer: str = "google"
+
+    @property
+    def micro_batch(self) -> int:
+        return self.batch_size // self.grad_accum
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """Settings that fit, what changed, and the flags that select them.
+
+    Attributes:
+        settings: the full settings.
+        changes: the FinetuneConfig fields that differ from the run's, with their new values.
+        flags: command-line flags that apply the changes.
+        why: one line on the trade-off.
+        estimate: the estimate for these settings.
+    """
+
+    settings: Settings
+    changes: dict[str, Any]
+    flags: str
+    why: str
+    estimate: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flags": self.flags,
+            "changes": self.changes,
+            "why": self.why,
+            "total": self.estimate.total,
+        }
+
+
+def settings_of(cfg: Any, precision: str | None = None) -> Settings:
+    """Settings from a FinetuneConfig-like object; `precision` overrides its (e.g. `auto`)."""
+    return Settings(
+        batch_size=cfg.batch_size,
+        max_seq_length=cfg.max_seq_length,
+        precision=precision or cfg.precision,
+        grad_accum=cfg.grad_accum,
+        grad_checkpointing=cfg.grad_checkpointing,
+        optimizer=cfg.optimizer,
+    )
+
+
+def estimate_settings(
+    config: BertConfig, settings: Settings, attention: str = "sdpa", task: str = "classify"
+) -> Estimate:
+    """`estimate` for a run's settings (its micro-batch and accumulation)."""
+    return estimate(
+        config,
+        settings.micro_batch,
+        settings.max_seq_length,
+        settings.precision,
+        settings.optimizer,
+        settings.grad_checkpointing,
+        attention,
+        task,
+        settings.grad_accum,
+    )
+
+
+def fit(
+    config: BertConfig,
+    cfg: Any,
+    budget_bytes: int,
+    *,
+    bf16: bool = True,
+    attention: str = "sdpa",
+    task: str = "classify",
+) -> list[Suggestion]:
+    """Concrete settings that fit `budget_bytes`, best first; empty when none does.
+
+    `cfg` is a FinetuneConfig or `Settings` (precision resolved: fp32, bf16 or fp16). In order:
+
+    1. gradient accumulation: the largest micro-batch that fits, the effective batch kept
+       (batch_size stays, grad_accum grows; same updates, more steps per update);
+    2. bf16 autocast, when `bf16` (the GPU supports it), with accumulation if still needed;
+    3. gradient checkpointing (about a third slower), with accumulation if still needed;
+    4. bf16 and checkpointing together, when neither alone keeps the micro-batch;
+    5. a shorter sequence (longer inputs are truncated: results change).
+    """
+    current = cfg if isinstance(cfg, Settings) else settings_of(cfg)
+    found: list[Suggestion] = []
+
+    def accumulate(s: Settings) -> Settings | None:
+        """`s` with the smallest accumulation (largest micro-batch) that fits, or None."""
+        for accum in _divisors(s.batch_size):
+            if accum < s.grad_accum:
+                continue
+            candidate = replace(s, grad_accum=accum)
+            if estimate_settings(config, candidate, attention, task).total <= budget_bytes:
+                return candidate
+        return None
+
+    def add(s: Settings | None, why: str) -> None:
+        if s is None or s == current or any(f.settings == s for f in found):
+            return
+        changes = {
+            k: v for k, v in asdict(s).items() if getattr(current, k) != v and k != "optimizer"
+        }
+        found.append(
+            Suggestion(
+                s,
+                changes,
+                flags_for(s, changes),
+                why,
+                estimate_settings(config, s, attention, task),
+            )
+        )
+
+    add(accumulate(current), "same effective batch and updates, more passes per step")
+    bf16_alone = ckpt_alone = None
+    if bf16 and current.precision == "fp32":
+        bf16_alone = accumulate(replace(current, precision="bf16"))
+        add(bf16_alone, "bf16 autocast: half the activations, faster")
+    if not current.grad_checkpointing:
+        ckpt_alone = accumulate(replace(current, grad_checkpointing=True))
+        add(ckpt_alone, "recompute each layer in the backward: about a third slower")
+    needs_both = all(
+        s is None or s.grad_accum > current.grad_accum for s in (bf16_alone, ckpt_alone)
+    )
+    if bf16 and current.precision == "fp32" and not current.grad_checkpointing and needs_both:
+        both = replace(current, precision="bf16", grad_checkpointing=True)
+        add(accumulate(both), "bf16 and checkpointing together")
+    for seq in sorted((s for s in SEQ_LENGTHS if s < current.max_seq_length), reverse=True):
+        shorter = replace(current, max_seq_length=seq)
+        if estimate_settings(config, shorter, attention, task).total <= budget_bytes:
+            add(shorter, f"sequences truncated to {seq} tokens: results change")
+            break
+    return found
+
+
+def flags_for(settings: Settings, changes: dict[str, Any]) -> str:
+    """The `bertctl finetune` flags that apply `changes` (batch size always shown with accum)."""
+    parts = []
+    if "grad_accum" in changes:
+        parts.append(f"--batch-size {settings.batch_size} --grad-accum {settings.grad_accum}")
+    if "precision" in changes:
+        parts.append(f"--precision {settings.precision}")
+    if "grad_checkpointing" in changes:
+        parts.append(
+            "--grad-checkpointing" if settings.grad_checkpointing else "--no-grad-checkpointing"
+        )
+    if "max_seq_length" in changes:
+        parts.append(f"--max-seq-length {settings.max_seq_length}")
+    return " ".join(parts)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "kb": 1000,
+    "m": MiB,
+    "mib": MiB,
+    "mb": 1000**2,
+    "g": GiB,
+    "gib": GiB,
+    "gb": 1000**3,
+    "t": 1 << 40,
+    "tib": 1 << 40,
+    "tb": 1000**4,
+}
+
+
+def parse_size(text: str, what: str = "size") -> int:
+    """Bytes from a size: 12GiB, 11.5G and 512M are binary (as nvidia-smi's MiB), 12GB and
+    12000MB decimal; a bare number is bytes.
+
+    >>> parse_size("12GiB"), parse_size("12GB"), parse_size("11.5G"), parse_size("12000MB")
+    (12884901888, 12000000000, 12348030976, 12000000000)
+    """
+    match = _SIZE.match(str(text))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise UsageError(
+            f"{what} {text!r} is not a size",
+            "give a number and a unit, e.g. 12GiB, 11.5G, 12GB or 12000MB",
+        )
+    value = float(match.group(1)) * _UNITS[unit]
+    if value < 1:
+        raise UsageError(f"{what} {text!r} is no memory at all", "give a positive size, e.g. 12GiB")
+    return int(value)
+
+
+def format_bytes(n: float) -> str:
+    """Binary units, as nvidia-smi: 12.00 GiB, 512 MiB, 64.9 MiB, 96 KiB.
+
+    >>> format_bytes(12 * GiB), format_bytes(512 * MiB), format_bytes(68_077_388)
+    ('12.00 GiB', '512 MiB', '64.9 MiB')
+    """
+    if abs(n) >= GiB:
+        return f"{n / GiB:.2f} GiB"
+    if abs(n) >= 100 * MiB:
+        return f"{n / MiB:.0f} MiB"
+    if abs(n) >= MiB:
+        return f"{n / MiB:.1f} MiB"
+    if abs(n) >= 1 << 10:
+        return f"{n / (1 << 10):.0f} KiB"
+    return f"{n:.0f} B"
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _act_bytes(precision: str) -> int:
+    return 4 if precision == "fp32" else 2
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise UsageError(f"{what} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _check_task(task: str) -> None:
+    _check(task, TASKS, "task")
