@@ -127,6 +127,9 @@ def _save(data: bytes, path: Path) -> Path:
         (release_zip(folder=None)[:-200], "my_bert.zip"),  # truncated zip
         (zip_without_config(), "no bert_config.json"),
     ],
+    # short ids: pytest would otherwise spell the zip bytes into the test id, and the id travels
+    # to child processes in PYTEST_CURRENT_TEST, past the kernel's limit for one variable
+    ids=["zip-slip", "truncated", "no-config"],
 )
 def test_bad_zips_fail_cleanly(server, isolated_home, content, phrase):
     url = server.add("/my_bert.zip", content)

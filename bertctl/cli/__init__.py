@@ -44,6 +44,7 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
   [cyan]bertctl evaluate runs/mrpc[/]                dev metrics of a run or model
   [cyan]bertctl predict runs/mrpc[/]                 GLUE submission files
   [cyan]bertctl pretrain prepare doc.txt -o data[/]  masked LM + NSP data, Google's recipe
+  [cyan]bertctl pretrain run data --model tiny[/]    pretrain on it: resumable, torchrun-ready
 
 Set BERTCTL_DEBUG=1 to see a traceback with an error.
 """

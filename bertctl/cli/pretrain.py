@@ -1,4 +1,5 @@
-"""`bertctl pretrain`: Google's pretraining recipe (MLM + NSP). `prepare` makes the data."""
+"""`bertctl pretrain`: Google's pretraining recipe (MLM + NSP). `prepare` makes the data, `run`
+trains on it (in several processes through torchrun with --nproc-per-node)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ app = typer.Typer(
     name="pretrain",
     help="Pretrain BERT as Google does: masked LM + next sentence prediction.\n\n"
     "[bold]Examples[/]\n\n"
-    "  [cyan]bertctl pretrain prepare corpus.txt --out data[/]   shards of masked instances",
+    "  [cyan]bertctl pretrain prepare corpus.txt --out data[/]   shards of masked instances\n\n"
+    "  [cyan]bertctl pretrain run data --model base-uncased[/]   continue pretraining a model",
     rich_markup_mode="rich",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -207,3 +209,325 @@ def _print_statistics(manifest: dict[str, Any]) -> None:
         "50% of multi-sentence chunks; one-sentence chunks take a random next",
     )
     ui.out.print(t)
+
+
+# --------------------------------------------------------------------------------------------
+# run
+
+
+@app.command("run")
+def run(
+    data: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="DATA_DIR",
+            help="Folder made by `bertctl pretrain prepare` (with --resume: the run's own).",
+            show_default=False,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME|DIR",
+            help="Continue from: catalogue name, hub:ORG/NAME, release, HF-format folder, or a "
+            "previous run.",
+        ),
+    ] = None,
+    bert_config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Start from scratch with this bert_config.json (Google's init).",
+        ),
+    ] = None,
+    vocab: Annotated[
+        str | None,
+        typer.Option(
+            "--vocab",
+            metavar="FILE",
+            help="With --config: the vocab.txt the data was prepared with (default: bundled).",
+        ),
+    ] = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", "-o", metavar="DIR", help="Run folder.", show_default=False),
+    ] = None,
+    steps: Annotated[
+        int | None,
+        typer.Option(
+            "--steps", help="Optimizer steps (Google: 100000); default one pass over the data."
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", help="Instances per step, all processes (Google: 32)."),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Peak learning rate; default 5e-5 from scratch, 2e-5 continuing (LAMB: x20).",
+        ),
+    ] = None,
+    warmup: Annotated[
+        float | None,
+        typer.Option("--warmup", help="Warmup: fraction of steps (<1) or steps (>=1); 0.1."),
+    ] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option("--weight-decay", help="Google: 0.01.")
+    ] = None,
+    max_grad_norm: Annotated[
+        float | None, typer.Option("--max-grad-norm", help="Gradient clipping; Google: 1.0.")
+    ] = None,
+    optimizer: Annotated[
+        str | None,
+        typer.Option("--optimizer", help="google (AdamW, no bias correction) or lamb."),
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
+    ] = None,
+    grad_accum: Annotated[
+        int | None,
+        typer.Option("--grad-accum", help="Split each process's batch into N micro-batches."),
+    ] = None,
+    grad_checkpointing: Annotated[
+        bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing")
+    ] = None,
+    dynamic_masking: Annotated[
+        bool | None,
+        typer.Option(
+            "--dynamic-masking/--static-masking",
+            help="Mask each instance anew every epoch after the first (RoBERTa).",
+            show_default=False,
+        ),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Data order and dropout.")] = None,
+    gpu: Annotated[int | None, typer.Option("--gpu", help="GPU index.")] = None,
+    cpu: Annotated[
+        bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")
+    ] = False,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", help="Checkpoint every N steps; 1000.")
+    ] = None,
+    eval_every: Annotated[
+        int | None, typer.Option("--eval-every", help="Evaluate every N steps; default at the end.")
+    ] = None,
+    eval_batches: Annotated[
+        int | None, typer.Option("--eval-batches", help="Evaluation batches; Google: 100.")
+    ] = None,
+    eval_batch_size: Annotated[
+        int | None, typer.Option("--eval-batch-size", help="Google: 8.")
+    ] = None,
+    holdout: Annotated[
+        int | None,
+        typer.Option(
+            "--holdout",
+            metavar="N",
+            help="Evaluate on the last N instances, train on the rest (default 0: evaluate on "
+            "the training data, as Google).",
+        ),
+    ] = None,
+    keep_checkpoints: Annotated[
+        int | None, typer.Option("--keep-checkpoints", help="Checkpoints kept; 2.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
+    ] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(
+            "--gpu-memory",
+            metavar="SIZE",
+            help="Check memory against a GPU of SIZE (12GiB) instead of the free memory.",
+        ),
+    ] = None,
+    auto_fit: Annotated[
+        bool | None,
+        typer.Option("--auto-fit", help="If the estimate does not fit, apply settings that do."),
+    ] = None,
+    force: Annotated[
+        bool | None, typer.Option("--force", help="Skip the memory check before training.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue the run in --out with its settings (flags win over them)."
+        ),
+    ] = False,
+    nproc_per_node: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc-per-node",
+            metavar="N",
+            help="Train in N processes on this machine (one per GPU; gloo on the CPU), "
+            "launched through torchrun.",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    nnodes: Annotated[
+        int,
+        typer.Option("--nnodes", help="Machines taking part.", rich_help_panel="Scale out"),
+    ] = 1,
+    node_rank: Annotated[
+        int,
+        typer.Option(
+            "--node-rank", help="This machine's index, 0..nnodes-1.", rich_help_panel="Scale out"
+        ),
+    ] = 0,
+    master_addr: Annotated[
+        str | None,
+        typer.Option(
+            "--master-addr",
+            help="Address of the machine with --node-rank 0 (several machines).",
+            rich_help_panel="Scale out",
+        ),
+    ] = None,
+    master_port: Annotated[
+        int | None,
+        typer.Option("--master-port", help="Its port; 29500.", rich_help_panel="Scale out"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Pretrain with Google's recipe: masked LM + next sentence prediction on prepared shards.
+
+    Continue from a model (--model) or start from scratch (--config bert_config.json). The loss
+    is Google's: vocabulary logits only at the masked positions. Google's optimizer (or LAMB),
+    warmup then linear decay, gradient clipping at 1.0. The run folder holds the settings, logs
+    (JSONL and TensorBoard), metrics.json with Google's metric names, checkpoints that --resume
+    continues exactly, and final/, an HF-format model that `bertctl finetune --model` takes.
+
+    --nproc-per-node N trains in N processes through torchrun (DDP); the command also joins a
+    group when an outside `torchrun -m bertctl pretrain run ...` or a scheduler starts it.
+    The batch order and the gradients are the same for any number of processes.
+
+    [bold]Examples[/]
+
+      [cyan]bertctl pretrain prepare sample_text.txt --out data --dupe-factor 5 --model base-uncased[/]
+      [cyan]bertctl pretrain run data --model base-uncased --steps 20 --warmup 10 --out runs/demo[/]
+      [cyan]bertctl pretrain run data --config bert_config.json --steps 100000 --gpu 0[/]
+      [cyan]bertctl pretrain run data --model base-uncased --nproc-per-node 8 --out runs/p8[/]
+      [cyan]bertctl pretrain run --out runs/demo --resume[/]
+      [cyan]bertctl finetune mrpc --model runs/demo/final[/]
+    """
+    from bertctl.errors import UsageError
+    from bertctl.train import distributed
+
+    if gpu is not None and cpu:
+        raise UsageError("--gpu and --cpu both given", "pass one of them")
+    flags = {
+        "data": data,
+        "model": model,
+        "bert_config": bert_config,
+        "vocab": vocab,
+        "out": out,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "warmup": warmup,
+        "weight_decay": weight_decay,
+        "max_grad_norm": max_grad_norm,
+        "optimizer": optimizer,
+        "precision": precision,
+        "grad_accum": grad_accum,
+        "grad_checkpointing": grad_checkpointing,
+        "dynamic_masking": dynamic_masking,
+        "seed": seed,
+        "device": "cpu" if cpu else (f"cuda:{gpu}" if gpu is not None else None),
+        "save_every": save_every,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+        "eval_batch_size": eval_batch_size,
+        "holdout": holdout,
+        "keep_checkpoints": keep_checkpoints,
+        "threads": threads,
+        "gpu_memory": gpu_memory,
+        "auto_fit": auto_fit,
+        "force": force,
+    }
+    from bertctl.train.pretrain import resolve_settings
+
+    cfg = resolve_settings(flags, resume)
+    if nproc_per_node is not None:
+        if distributed.launched():
+            raise UsageError(
+                "--nproc-per-node given to a process that torchrun (or a scheduler) started",
+                "leave out the scale-out flags when launching with torchrun yourself",
+            )
+        _launch(cfg, resume, as_json, nproc_per_node, nnodes, node_rank, master_addr, master_port)
+        return
+    from bertctl.train.pretrain import pretrain
+
+    summary = pretrain(cfg, ui.Reporter(), resume=resume)
+    if summary.main:
+        _report(summary, as_json)
+
+
+def _launch(
+    cfg,
+    resume: bool,
+    as_json: bool,
+    nproc_per_node: int,
+    nnodes: int,
+    node_rank: int,
+    master_addr: str | None,
+    master_port: int | None,
+) -> None:
+    """Run this same command in torchrun's processes and wait for them; their exit code is ours."""
+    import signal
+    import subprocess
+    from dataclasses import replace
+    from pathlib import Path
+
+    from bertctl.train import distributed
+    from bertctl.train.pretrain import default_out, to_args
+
+    if cfg.out is None:  # every process must write to (rank 0) and read from the same folder
+        label = Path(cfg.model).name if cfg.model else Path(cfg.bert_config or "model").stem
+        cfg = replace(cfg, out=str(default_out(label)))
+    args = ["pretrain", "run", *to_args(cfg)]
+    args += ["--resume"] * resume + ["--json"] * as_json
+    argv = distributed.torchrun_argv(
+        args, nproc_per_node, nnodes, node_rank, master_addr, master_port
+    )
+    if not as_json:
+        ui.info(f"Launching {nproc_per_node} process(es) per machine through torchrun")
+    proc = subprocess.Popen(argv)
+    # Ctrl-C reaches torchrun and its workers too (one process group): they checkpoint and
+    # stop; this process only waits for them.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if code:
+        raise typer.Exit(code if code > 0 else 1)
+
+
+def _report(summary, as_json: bool) -> None:
+    result = {
+        "out": str(summary.out),
+        "final": str(summary.final),
+        "steps": summary.steps,
+        "processes": summary.world_size,
+        "train_seconds": round(summary.train_seconds, 2),
+        "tokens_per_second": round(summary.tokens_per_second, 1),
+        "metrics": summary.metrics,
+    }
+    if as_json:
+        ui.print_json(result)
+        return
+    if summary.metrics:
+        t = ui.table("metric", "value", title="Evaluation (Google's names)")
+        for key, value in summary.metrics.items():
+            t.add_row(key, f"{value:.4f}")
+        ui.out.print(t)
+    ui.out.print(
+        f"[bold]run[/] {summary.out}  [dim]{summary.steps} steps, {summary.train_seconds:.0f} s, "
+        f"{summary.tokens_per_second:,.0f} tokens/s, {summary.world_size} process(es)[/]"
+    )
+    ui.out.print(
+        f"[bold]model[/] {summary.final}  [dim](bertctl finetune --model {summary.final})[/]"
+    )

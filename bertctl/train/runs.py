@@ -188,7 +188,7 @@ def save_checkpoint(
     tmp = root / f".step-{step:07d}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in unique_tensors(model).items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
@@ -200,6 +200,21 @@ def save_checkpoint(
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def unique_tensors(model) -> dict[str, torch.Tensor]:
+    """The model's state dict with each tensor once: a weight tied to another (BERT's MLM
+    decoder to its word embeddings) is kept under its first name only, as safetensors refuses
+    tensors that share memory; loading it back into the model restores both names."""
+    seen: set[tuple] = set()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        key += (tuple(tensor.shape), tuple(tensor.stride()))
+        if key not in seen:
+            seen.add(key)
+            out[name] = tensor
+    return out
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -217,7 +232,13 @@ def load_latest(out: Path, model, optimizer, device: torch.device) -> dict[str, 
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         return None
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors"), device=str(device)))
+    weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+    if set(weights) != set(unique_tensors(model)):
+        raise BertctlError(
+            f"{ckpt} does not hold this model's weights",
+            "resume with the settings the run was started with",
+        )
+    model.load_state_dict(weights, strict=False)  # tied weights are stored once (unique_tensors)
     optimizer.load_state_dict(
         torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
     )

@@ -1,0 +1,170 @@
+"""Several processes, one training run: launching through torchrun, and what each rank is.
+
+bertctl does not run processes itself: `--nproc-per-node N` re-launches the same command through
+torchrun (`python -m torch.distributed.run ... -m bertctl ...`), and a command started by an
+outside `torchrun -m bertctl ...` or a scheduler that sets torchrun's variables (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) joins the group those name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from bertctl.errors import BertctlError, UsageError
+
+DEFAULT_MASTER_PORT = 29500
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the training processes.
+
+    Attributes:
+        rank: this process's index, 0 to size - 1 (rank 0 writes files and prints).
+        size: how many processes train together (1: no process group).
+        local_rank: this process's index on its own machine (its GPU).
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def launched(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether torchrun (or a scheduler acting as it) started this process."""
+    environ = os.environ if environ is None else environ
+    return "WORLD_SIZE" in environ and "RANK" in environ
+
+
+def world_from_env(environ: Mapping[str, str] | None = None) -> World:
+    """The World torchrun's variables describe; one process when they are absent.
+
+    LOCAL_RANK defaults to 0 when a scheduler sets only RANK and WORLD_SIZE (one process per
+    machine).
+
+    >>> world_from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"})
+    World(rank=1, size=2, local_rank=1)
+    >>> world_from_env({})
+    World(rank=0, size=1, local_rank=0)
+    """
+    environ = os.environ if environ is None else environ
+    if not launched(environ):
+        return World()
+    try:
+        rank, size = int(environ["RANK"]), int(environ["WORLD_SIZE"])
+        local_rank = int(environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise BertctlError(
+            f"RANK={environ.get('RANK')!r} WORLD_SIZE={environ.get('WORLD_SIZE')!r} "
+            f"LOCAL_RANK={environ.get('LOCAL_RANK')!r} are not whole numbers",
+            "start the command through torchrun, or unset these variables",
+        ) from None
+    if not (size >= 1 and 0 <= rank < size and local_rank >= 0):
+        raise BertctlError(
+            f"RANK={rank} is outside WORLD_SIZE={size}",
+            "start the command through torchrun, or unset these variables",
+        )
+    return World(rank, size, local_rank)
+
+
+def torchrun_argv(
+    args: Sequence[str],
+    nproc_per_node: int,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    master_addr: str | None = None,
+    master_port: int | None = None,
+) -> list[str]:
+    """The argv that runs `bertctl ARGS` in `nproc_per_node` processes on this machine.
+
+    One machine without --master-addr uses torchrun's `--standalone` (a free local port); several
+    machines name the first one's address and a port (default 29500) on every machine.
+
+    >>> torchrun_argv(["pretrain", "run", "data"], 2)[1:]  # doctest: +NORMALIZE_WHITESPACE
+    ['-m', 'torch.distributed.run', '--nproc-per-node=2', '--nnodes=1', '--standalone',
+     '-m', 'bertctl', 'pretrain', 'run', 'data']
+    """
+    if nproc_per_node < 1:
+        raise UsageError(f"--nproc-per-node {nproc_per_node} is out of range", "pass 1 or more")
+    if nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise UsageError(
+            f"--node-rank {node_rank} with --nnodes {nnodes} is out of range",
+            "pass --nnodes M (machines) and --node-rank 0..M-1 (this machine's index)",
+        )
+    if nnodes > 1 and master_addr is None:
+        raise UsageError(
+            f"--nnodes {nnodes} needs --master-addr",
+            "pass the address of the machine with --node-rank 0 (the same on every machine)",
+        )
+    argv = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={nproc_per_node}",
+        f"--nnodes={nnodes}",
+    ]
+    if master_addr is None:
+        argv.append("--standalone")
+    else:
+        argv += [
+            f"--node-rank={node_rank}",
+            f"--master-addr={master_addr}",
+            f"--master-port={master_port or DEFAULT_MASTER_PORT}",
+        ]
+    return [*argv, "-m", "bertctl", *args]
+
+
+def start(world: World, device) -> None:
+    """Join the process group (nccl on GPUs, gloo on the CPU); nothing for one process."""
+    if not world.distributed:
+        return
+    import datetime
+
+    import torch.distributed as dist
+
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        if name not in os.environ:
+            raise BertctlError(
+                f"RANK and WORLD_SIZE are set but {name} is not",
+                "start the command through torchrun, or set MASTER_ADDR and MASTER_PORT",
+            )
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(
+        backend,
+        rank=world.rank,
+        world_size=world.size,
+        timeout=datetime.timedelta(minutes=30),
+        **kwargs,
+    )
+
+
+def stop(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def all_sum(values: Sequence[float], world: World, device):
+    """Each value summed over every process, as a float64 tensor on the CPU (one collective)."""
+    import torch
+
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor)
+    return tensor.cpu()

@@ -1,0 +1,1062 @@
+"""Pretrain BERT on shards from `bertctl pretrain prepare`: masked LM + next sentence prediction.
+
+One run, top to bottom (`pretrain`): processes and device; run folder and settings; data; model
+(and the memory check); optimizer and schedule; resume; the loop, with evaluation and
+checkpoints; the final model. Google's run_pretraining.py recipe, written afresh:
+
+* **Loss** = masked-LM loss + next-sentence loss. The masked-LM loss is computed as Google's
+  model computes it, which is where the speed comes from: the encoder's output is gathered at
+  the masked positions (about 20 of 128) and only those vectors go through the prediction head
+  (transform, LayerNorm, the decoder tied to the word embeddings, bias), so vocabulary logits
+  are computed for 20 positions instead of 128. Its value is Σ(w·CE)/Σw over the batch's masked
+  positions (the weights are 0/1: padding predictions are dropped before the head); the NSP loss
+  is the mean cross-entropy of `cls.seq_relationship(pooled output)`. `MaskedLMAndNSP` holds this
+  and a test proves it equal to transformers' own full-vocabulary loss.
+* **Optimizer**: Google's AdamW without bias correction (β 0.9/0.999, ε 1e-6, weight decay 0.01
+  except LayerNorm and bias), gradient clipping at global norm 1.0, linear warmup then linear
+  decay to 0. `--optimizer lamb` takes LAMB (bertctl.train.optim.LAMB) for large batches.
+* **Learning rate** (`--lr`) by default: 5e-5 from scratch (`--config`; run_pretraining.py's
+  default), 2e-5 when continuing from a model (`--model`; Google's README demo); with LAMB 20
+  times those (1e-3 and 4e-4), as LAMB's step is relative to each tensor's norm.
+* **Initialisation from scratch**: Google's, truncated normal (σ = initializer_range, cut at 2σ)
+  for every matrix, zeros for biases, ones for LayerNorm scales. Heads a `--model` lacks (the
+  MiniLM sentence model has neither MLM nor NSP head) are initialised the same way.
+* **Data order**: the training instances form an endless stream of epochs, each epoch a random
+  permutation seeded by (seed, epoch); global batch k is items k·B .. (k+1)·B - 1 of the stream.
+  So the order depends on the seed and batch size only (never on the number of processes), a
+  batch may span two epochs, and the data position of a resumed run is just its step.
+* **Processes**: with W processes each takes rows r·B/W .. (r+1)·B/W - 1 of every global batch,
+  split into `--grad-accum` micro-batches; the masked-LM loss is normalised by the *global*
+  number of masked positions (one all-reduce per step), so 1 process and 2 compute the same
+  gradient. Dropout masks come from a generator seeded by (seed, step, rank) at every step: a
+  resumed run draws exactly the masks the uninterrupted run drew, and no interruption can leave
+  the generators between steps.
+* **Dynamic masking** (`--dynamic-masking`, RoBERTa's improvement): epoch 0 trains on the masks
+  `prepare` wrote; each later epoch masks every instance anew with Google's rules (bertctl.
+  pretraining_data's `_mask`), from the original ids (the stored masked_lm_ids put back at their
+  positions) and a generator seeded by (seed, epoch, instance).
+* **Evaluation** with Google's metric names (masked_lm_accuracy, masked_lm_loss,
+  next_sentence_accuracy, next_sentence_loss): by default on the first `--eval-batches` ×
+  `--eval-batch-size` instances of the training data itself (Google's run_pretraining.py
+  evaluates on its input files: 100 batches of 8), or with `--holdout N` on the last N instances,
+  which are then left out of training. A holdout is no clean test set: `prepare` makes
+  `dupe_factor` instances from each document, so held-out instances share text with trained ones.
+* **Tokens/s** counts real (non-padding) tokens; each micro-batch is cut to its longest instance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import random
+import signal
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from bertctl import store
+from bertctl.errors import BertctlError, UsageError
+from bertctl.pretraining_data import (
+    PrepareConfig,
+    PretrainingDataset,
+    _mask,
+    _Vocabulary,
+    derive_seed,
+    open_shards,
+    vocab_sha256,
+)
+from bertctl.tokenization import Tokenizer, Vocab
+from bertctl.train import distributed, runs
+from bertctl.train.distributed import World
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("google", "lamb")
+SETTINGS = "config.yaml"
+METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PretrainConfig:
+    """Everything a pretraining run needs; saved as config.yaml in the run folder."""
+
+    data: str | None = None
+    """Folder made by `bertctl pretrain prepare`."""
+    model: str | None = None
+    """Continue from: catalogue name, hub:ORG/NAME, release, HF-format folder or a previous run."""
+    bert_config: str | None = None
+    """Start from scratch with this architecture (bert_config.json or config.json): --config."""
+    vocab: str | None = None
+    """From scratch: the vocab.txt the data was prepared with (default: the bundled uncased one,
+    when it is that vocab)."""
+    out: str | None = None
+    """Run folder; default runs/pretrain-<model>-<time>."""
+    steps: int | None = None
+    """Optimizer steps (Google: 100,000); default one pass over the training instances."""
+    batch_size: int = 32
+    """Instances per optimizer step over all processes (Google: 32)."""
+    lr: float | None = None
+    """Peak learning rate; default 5e-5 from scratch, 2e-5 continuing (x20 with LAMB)."""
+    warmup: float = 0.1
+    """Warmup: a fraction of the steps when below 1, else a number of steps (Google: 10,000 of
+    100,000)."""
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    optimizer: str = "google"
+    """google: Google's AdamW without bias correction; lamb: LAMB, for large batches."""
+    precision: str = "auto"
+    """auto: bf16 on a GPU that supports it, else fp32; or fp32, bf16, fp16 (GPU autocast)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step in each process; the batch stays --batch-size."""
+    grad_checkpointing: bool = False
+    dynamic_masking: bool = False
+    """Mask every instance anew each epoch after the first (RoBERTa), with Google's rules."""
+    seed: int = 42
+    device: str | None = None
+    """cpu, cuda, cuda:N; default the first GPU if any (under torchrun: the local rank's)."""
+    save_every: int = 1000
+    """Checkpoint every N steps (Google: 1,000) and at the end."""
+    eval_every: int | None = None
+    """Evaluate every N steps; default only at the end (as Google's run_pretraining.py)."""
+    eval_batches: int = 100
+    """Evaluation batches (Google: 100)."""
+    eval_batch_size: int = 8
+    """Instances per evaluation batch (Google: 8)."""
+    holdout: int = 0
+    """Evaluate on the last N instances and train on the others; 0: evaluate on the training
+    data, as Google's demo does."""
+    keep_checkpoints: int = 2
+    threads: int | None = None
+    """CPU threads for torch; default all cores."""
+    gpu_memory: str | None = None
+    """Check memory against a GPU of this size (e.g. 12GiB) instead of the free memory."""
+    auto_fit: bool = False
+    """When the memory estimate does not fit, apply the best settings that do."""
+    force: bool = False
+    """Skip the memory check."""
+
+    def __post_init__(self) -> None:
+        if self.model is not None and self.bert_config is not None:
+            raise UsageError(
+                "--model and --config both given",
+                "pass --model to continue from a model, or --config to start from scratch",
+            )
+        checks = [
+            (self.steps is None or self.steps > 0, "--steps must be positive"),
+            (self.batch_size > 0, "--batch-size must be positive"),
+            (self.lr is None or self.lr > 0, "--lr must be positive"),
+            (
+                0 <= self.warmup < 1 or float(self.warmup).is_integer(),
+                "--warmup is a fraction of the steps (below 1) or a whole number of steps",
+            ),
+            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            (self.max_grad_norm > 0, "--max-grad-norm must be positive"),
+            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
+            (self.save_every >= 1, "--save-every must be at least 1"),
+            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be positive"),
+            (self.eval_batches >= 0, "--eval-batches must be 0 or more"),
+            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
+            (self.holdout >= 0, "--holdout must be 0 or more"),
+            (self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
+            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
+            (not (self.auto_fit and self.force), "--auto-fit and --force both given; pass one"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        if self.gpu_memory is not None:
+            from bertctl.memory import parse_size
+
+            parse_size(self.gpu_memory, "--gpu-memory")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in fields(PretrainConfig)}
+# Settings whose command-line flag is not --<name with dashes>.
+FLAG_NAMES = {"bert_config": "--config"}
+
+
+def resolve_settings(flags: dict[str, Any], resume: bool) -> PretrainConfig:
+    """Built-in defaults < the run's own config.yaml (with --resume) < flags given (not None)."""
+    values: dict[str, Any] = {}
+    if resume:
+        if not flags.get("out"):
+            raise UsageError("--resume needs --out", "pass the folder of the run to continue")
+        path = Path(flags["out"]) / SETTINGS
+        if not path.is_file():
+            raise BertctlError(
+                f"--resume: {path} not found", "pass the --out folder of a `pretrain run`"
+            )
+        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        unknown = set(saved) - FIELDS
+        if unknown:
+            raise BertctlError(
+                f"{path} is not the settings of a pretraining run (unknown keys: "
+                f"{', '.join(sorted(unknown))})",
+                "pass the --out folder of a `bertctl pretrain run`",
+            )
+        values.update(saved)
+    given = {k: v for k, v in flags.items() if v is not None}
+    if "model" in given:
+        values.pop("bert_config", None)
+    if "bert_config" in given:
+        values.pop("model", None)
+    values.update(given)
+    return PretrainConfig(**values)
+
+
+def to_args(cfg: PretrainConfig) -> list[str]:
+    """Command-line arguments for `bertctl pretrain run` that rebuild `cfg` (for torchrun)."""
+    args = [str(cfg.data)] if cfg.data else []
+    for f in fields(PretrainConfig):
+        value = getattr(cfg, f.name)
+        if f.name == "data" or value is None or value is False or value == f.default:
+            continue
+        if f.name == "device":
+            args += ["--cpu"] if value == "cpu" else ["--gpu", str(torch.device(value).index or 0)]
+            continue
+        flag = FLAG_NAMES.get(f.name, "--" + f.name.replace("_", "-"))
+        args += [flag] if value is True else [flag, str(value)]
+    return args
+
+
+def default_lr(optimizer: str, from_scratch: bool) -> float:
+    """5e-5 from scratch (run_pretraining.py), 2e-5 continuing (Google's README); LAMB x20."""
+    lr = 5e-5 if from_scratch else 2e-5
+    return lr * 20 if optimizer == "lamb" else lr
+
+
+def warmup_steps(warmup: float, total_steps: int) -> int:
+    """--warmup as steps: a fraction of `total_steps` below 1, else a number of steps.
+
+    >>> warmup_steps(0.1, 100), warmup_steps(10, 20), warmup_steps(0, 5)
+    (10, 10, 0)
+    """
+    return int(total_steps * warmup) if warmup < 1 else int(warmup)
+
+
+def default_out(label: str) -> Path:
+    return runs.default_out("pretrain", label)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the order of instances, batches as tensors, dynamic masking
+# --------------------------------------------------------------------------------------------
+
+
+class InstanceStream:
+    """The training instances as an endless stream of epochs, each in its own random order.
+
+    Epoch e is `numpy.random.default_rng([seed, e]).permutation(n)`; global batch k is items
+    k·B .. (k+1)·B - 1 of the stream: the same for any number of processes.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._orders: dict[int, np.ndarray] = {}
+
+    def order(self, epoch: int) -> np.ndarray:
+        if epoch not in self._orders:
+            if len(self._orders) >= 2:
+                self._orders.pop(min(self._orders))
+            self._orders[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return self._orders[epoch]
+
+    def batch(self, step: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch, instance index) of each item of global batch `step` (0-based)."""
+        positions = np.arange(step * batch_size, (step + 1) * batch_size, dtype=np.int64)
+        epochs, offsets = np.divmod(positions, self.n)
+        indices = np.empty_like(positions)
+        for epoch in np.unique(epochs):
+            rows = epochs == epoch
+            indices[rows] = self.order(int(epoch))[offsets[rows]]
+        return epochs, indices
+
+
+def remask(
+    features: dict[str, np.ndarray],
+    epochs: np.ndarray,
+    indices: np.ndarray,
+    settings: PrepareConfig,
+    vocabulary: _Vocabulary,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Google's masking drawn anew for each instance of a batch whose epoch is 1 or more.
+
+    The unmasked sequence is rebuilt by putting `masked_lm_ids` back at `masked_lm_positions`;
+    segment A is the segment-0 part less [CLS] and [SEP]. The generator is seeded by (seed,
+    epoch, instance index), so a mask depends on nothing else. Rows of epoch 0 are kept.
+    """
+    out = {k: np.array(v, copy=True) for k, v in features.items()}
+    counts: dict[str, int] = defaultdict(int)
+    width = settings.max_predictions
+    for row, (epoch, index) in enumerate(zip(epochs.tolist(), indices.tolist(), strict=True)):
+        if epoch == 0:
+            continue
+        length = int(features["input_mask"][row].sum())
+        count = int(features["masked_lm_weights"][row].sum())
+        ids = features["input_ids"][row, :length].tolist()
+        for position, original in zip(
+            features["masked_lm_positions"][row, :count].tolist(),
+            features["masked_lm_ids"][row, :count].tolist(),
+            strict=True,
+        ):
+            ids[position] = original
+        len_a = int((features["segment_ids"][row, :length] == 0).sum()) - 2
+        rng = random.Random(derive_seed(seed, epoch, f"remask-{index}"))
+        masked, positions, originals = _mask(ids, len_a, settings, vocabulary, rng, counts)
+        out["input_ids"][row, :length] = masked
+        out["masked_lm_positions"][row] = 0
+        out["masked_lm_positions"][row, : len(positions)] = positions
+        out["masked_lm_ids"][row] = 0
+        out["masked_lm_ids"][row, : len(originals)] = originals
+        out["masked_lm_weights"][row] = (np.arange(width) < len(positions)).astype(np.float32)
+    return out
+
+
+def to_tensors(features: dict[str, np.ndarray], device: torch.device) -> dict[str, torch.Tensor]:
+    """Google's features as the model's inputs, each sequence cut to the batch's longest."""
+    length = max(1, int(features["input_mask"].sum(axis=1).max(initial=1)))
+    tensors = {
+        "input_ids": features["input_ids"][:, :length].astype(np.int64),
+        "input_mask": features["input_mask"][:, :length].astype(np.int64),
+        "segment_ids": features["segment_ids"][:, :length].astype(np.int64),
+        "masked_lm_positions": features["masked_lm_positions"].astype(np.int64),
+        "masked_lm_ids": features["masked_lm_ids"].astype(np.int64),
+        "masked_lm_weights": features["masked_lm_weights"].astype(np.float32),
+        "next_sentence_labels": features["next_sentence_labels"].astype(np.int64),
+    }
+    return {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in tensors.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# Model: the loss computed Google's way, Google's initialisation
+# --------------------------------------------------------------------------------------------
+
+
+class MaskedLMAndNSP(torch.nn.Module):
+    """BertForPreTraining's two losses, the masked-LM one at the masked positions only.
+
+    `forward` takes Google's features (batch B, length S, predictions P) and returns sums, so
+    that any number of micro-batches and processes add up to the batch's means:
+
+    - mlm_loss: Σ cross-entropy over the real masked positions (weight 1; padding dropped);
+    - mlm_correct, mlm_count: argmax hits and the number of those positions;
+    - nsp_loss, nsp_correct, nsp_count: the same for next-sentence prediction, per instance.
+
+    The encoder output [B, S, H] is gathered at the positions ([M, H], M ≈ 0.15·B·S) before the
+    prediction head, so the [M, vocab] logits are the only vocabulary-sized tensor.
+    """
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model  # transformers' BertForPreTraining
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        input_mask: torch.Tensor,
+        segment_ids: torch.Tensor,
+        masked_lm_positions: torch.Tensor,
+        masked_lm_ids: torch.Tensor,
+        masked_lm_weights: torch.Tensor,
+        next_sentence_labels: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        encoded = self.model.bert(
+            input_ids=input_ids, attention_mask=input_mask, token_type_ids=segment_ids
+        )
+        sequence, pooled = encoded.last_hidden_state, encoded.pooler_output
+        batch, length, hidden = sequence.shape
+        real = masked_lm_weights > 0
+        rows = torch.arange(batch, device=sequence.device).unsqueeze(1) * length
+        flat = (masked_lm_positions + rows)[real]  # [M] indices into the [B*S] positions
+        gathered = sequence.reshape(batch * length, hidden).index_select(0, flat)
+        logits = self.model.cls.predictions(gathered).float()  # [M, vocab]
+        targets = masked_lm_ids[real]
+        mlm = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        nsp_logits = self.model.cls.seq_relationship(pooled).float()  # [B, 2]
+        nsp = torch.nn.functional.cross_entropy(nsp_logits, next_sentence_labels, reduction="sum")
+        return {
+            "mlm_loss": mlm,
+            "mlm_correct": (logits.detach().argmax(-1) == targets).sum(),
+            "mlm_count": real.sum(),
+            "nsp_loss": nsp,
+            "nsp_correct": (nsp_logits.detach().argmax(-1) == next_sentence_labels).sum(),
+            "nsp_count": torch.tensor(batch, device=sequence.device),
+        }
+
+
+def google_init_(model: torch.nn.Module, std: float, names: set[str] | None = None) -> None:
+    """Google's initialisation, in place: truncated normal (σ = `std`, cut at ±2σ, as TF's
+    truncated_normal_initializer) for matrices and embeddings, zeros for biases, ones for
+    LayerNorm scales. `names`: only these parameters (e.g. the heads a checkpoint lacks)."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if names is not None and name not in names:
+                continue
+            if name.endswith("LayerNorm.weight"):
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                torch.nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the weights and the vocabulary come from.
+
+    Attributes:
+        label: how to name the model in messages and records.
+        folder: an HF-format folder to load (None: from scratch).
+        config: the architecture (from scratch), else None.
+        tokenizer: the vocabulary with the data's casing.
+        release: the catalogue entry, when continuing from one of Google's models.
+    """
+
+    label: str
+    folder: Path | None
+    config: Any
+    tokenizer: Tokenizer
+    release: Any = None
+
+
+def model_source(cfg: PretrainConfig, manifest: dict[str, Any], reporter) -> ModelSource:
+    """The model to continue from (--model) or the architecture to start (--config), with the
+    vocabulary checked against the one the data was prepared with."""
+    from bertctl.bertconfig import load_config, require_config
+    from bertctl.tokenization import bundled_vocab, load_vocab
+
+    data_lower = bool(manifest["tokenizer"]["do_lower_case"])
+    want = manifest["tokenizer"]["vocab_sha256"]
+    described = manifest["tokenizer"].get("description") or "its vocabulary"
+    if cfg.bert_config is not None:
+        config = require_config(load_config(cfg.bert_config))
+        if cfg.vocab is not None:
+            vocab: Vocab = load_vocab(cfg.vocab)
+            source = cfg.vocab
+        else:
+            vocab, source = bundled_vocab(), "the bundled uncased vocab"
+        if vocab_sha256(vocab) != want:
+            raise BertctlError(
+                f"{cfg.data} was prepared with {described}, not {source}",
+                "pass --vocab with the vocab.txt the data was prepared with",
+            )
+        if config.vocab_size < len(vocab):
+            raise BertctlError(
+                f"{cfg.bert_config}: vocab_size {config.vocab_size} is smaller than the "
+                f"vocabulary ({len(vocab):,} tokens)",
+                f"set vocab_size to {len(vocab)}",
+            )
+        label = Path(cfg.bert_config).stem
+        return ModelSource(label, None, config, Tokenizer(vocab, data_lower))
+    from bertctl.train.modeling import prepare
+
+    if cfg.model is None:
+        raise UsageError(
+            "no model given",
+            "pass --model NAME|DIR to continue from a model, or --config bert_config.json to "
+            "start from scratch",
+        )
+    from bertctl.errors import CasingError
+
+    try:
+        prepared = prepare(cfg.model, data_lower, reporter)
+    except CasingError:
+        casing = "lowercased" if data_lower else "cased"
+        raise BertctlError(
+            f"{cfg.data} was prepared {casing}, which {cfg.model} is not",
+            f"prepare it again with --model {cfg.model}",
+        ) from None
+    if vocab_sha256(prepared.tokenizer.vocab) != want:
+        raise BertctlError(
+            f"{cfg.data} was prepared with {described}, not with {prepared.label}'s vocab.txt",
+            f"prepare it again with --model {cfg.model}",
+        )
+    return ModelSource(prepared.label, prepared.folder, None, prepared.tokenizer, prepared.release)
+
+
+def build_model(source: ModelSource, seed: int, reporter):
+    """BertForPreTraining with SDPA attention: loaded (missing heads get Google's init) or new."""
+    from transformers import BertConfig as HFBertConfig
+    from transformers import BertForPreTraining
+
+    torch.manual_seed(seed)
+    if source.folder is None:
+        from bertctl.convert import hf_config
+
+        hf = HFBertConfig(**hf_config(source.config, heads=True, labels=None))
+        hf._attn_implementation = "sdpa"
+        model = BertForPreTraining(hf)
+        google_init_(model, source.config.initializer_range)
+        return model
+    model, info = BertForPreTraining.from_pretrained(
+        source.folder, attn_implementation="sdpa", use_safetensors=True, output_loading_info=True
+    )
+    missing = set(info["missing_keys"])
+    if missing:
+        google_init_(model, model.config.initializer_range, missing)
+        heads = sorted({k.split(".")[1] for k in missing if k.startswith("cls.")})
+        others = sorted(k for k in missing if not k.startswith("cls."))
+        named = {"predictions": "masked-LM head", "seq_relationship": "next-sentence head"}
+        what = [named.get(h, h) for h in heads] + others
+        reporter.step(f"{source.label} has no {', '.join(what)}: initialised as Google does")
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def evaluate(
+    scorer: MaskedLMAndNSP,
+    dataset: PretrainingDataset,
+    indices: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    autocast: torch.dtype | None,
+    world: World,
+) -> dict[str, float]:
+    """Google's four metrics over `indices` (batches shared out among the processes)."""
+    scorer.eval()
+    totals = torch.zeros(6, dtype=torch.float64)
+    with torch.inference_mode():
+        for number, start in enumerate(range(0, len(indices), batch_size)):
+            if number % world.size != world.rank:
+                continue
+            inputs = to_tensors(dataset.batch(indices[start : start + batch_size]), device)
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                sums = scorer(**inputs)
+            keys = ("mlm_loss", "mlm_correct", "mlm_count", "nsp_loss", "nsp_correct", "nsp_count")
+            totals += torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64)
+    scorer.train()
+    mlm_loss, mlm_correct, mlm_count, nsp_loss, nsp_correct, nsp_count = distributed.all_sum(
+        totals.tolist(), world, device
+    ).tolist()
+    return {
+        "masked_lm_accuracy": mlm_correct / max(mlm_count, 1),
+        "masked_lm_loss": mlm_loss / max(mlm_count, 1),
+        "next_sentence_accuracy": nsp_correct / max(nsp_count, 1),
+        "next_sentence_loss": nsp_loss / max(nsp_count, 1),
+    }
+
+
+def eval_indices(cfg: PretrainConfig, total: int) -> tuple[np.ndarray, str]:
+    """The instances to evaluate on, and a line that says which."""
+    if cfg.holdout:
+        return np.arange(
+            total - cfg.holdout, total
+        ), f"the last {cfg.holdout:,} instances (held out)"
+    n = min(total, cfg.eval_batches * cfg.eval_batch_size)
+    return np.arange(n), f"the first {n:,} training instances (as Google's run_pretraining.py)"
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+def check_memory(
+    cfg: PretrainConfig, config, seq: int, world: World, device, reporter
+) -> PretrainConfig:
+    """The fine-tuning preflight's check for pretraining (task "pretrain": gathered MLM head):
+    on a GPU or with --gpu-memory, refuse (naming settings that fit), --auto-fit, or go on.
+
+    Per process: each trains batch_size / processes instances per step. LAMB's memory is
+    counted as Google's optimizer's (two moments and the same kind of temporaries).
+    """
+    from bertctl import memory
+    from bertctl.train import preflight
+
+    budget = preflight.budget_for(cfg, device)
+    if budget is None:
+        return cfg
+    if cfg.force:
+        reporter.step("Memory check skipped (--force)")
+        return cfg
+    settings = memory.Settings(
+        batch_size=cfg.batch_size // world.size,
+        max_seq_length=seq,
+        precision=preflight.run_precision(cfg.precision, device),
+        grad_accum=cfg.grad_accum,
+        grad_checkpointing=cfg.grad_checkpointing,
+    )
+    need = memory.estimate_settings(config, settings, preflight.ATTENTION, task="pretrain")
+    fmt = memory.format_bytes
+    if need.total <= budget.bytes:
+        reporter.step(f"Memory: {fmt(need.total)} needed of {fmt(budget.bytes)} ({budget.source})")
+        return cfg
+    found = memory.fit(
+        config,
+        settings,
+        budget.bytes,
+        bf16=budget.bf16,
+        attention=preflight.ATTENTION,
+        task="pretrain",
+    )
+    # The sequence length is the data's: only the settings this command has can be suggested.
+    found = [s for s in found if "max_seq_length" not in s.changes]
+
+    def flags(changes: dict[str, Any]) -> str:
+        parts = []
+        if "grad_accum" in changes:
+            parts.append(f"--grad-accum {changes['grad_accum']}")
+        if "precision" in changes:
+            parts.append(f"--precision {changes['precision']}")
+        if changes.get("grad_checkpointing"):
+            parts.append("--grad-checkpointing")
+        return " ".join(parts)
+
+    if cfg.auto_fit and found:
+        reporter.step(
+            f"--auto-fit: {flags(found[0].changes)} ({fmt(found[0].estimate.total)} of "
+            f"{fmt(budget.bytes)}; the settings as given need {fmt(need.total)})"
+        )
+        return replace(cfg, **found[0].changes)
+    preflight.report(need, budget, found, reporter)
+    message = (
+        f"pretraining needs about {fmt(need.total)} of GPU memory per process "
+        f"({preflight.describe(settings)}) but {fmt(budget.bytes)} is available ({budget.source})"
+    )
+    if found:
+        hint = (
+            f"pass {flags(found[0].changes)} (about {fmt(found[0].estimate.total)}), or "
+            "--auto-fit to apply it, or --force to skip this check"
+        )
+    else:
+        hint = "use a GPU with more memory, more processes, a smaller model, or --force"
+    raise BertctlError(message, hint)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PretrainSummary:
+    out: Path
+    final: Path
+    steps: int
+    train_seconds: float
+    tokens_per_second: float
+    metrics: dict[str, float]
+    world_size: int
+    main: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_device(spec: str | None, world: World) -> torch.device:
+    """--gpu N / --cpu / default; under torchrun each process takes the GPU of its local rank."""
+    from bertctl.train.finetune import pick_device
+
+    if world.distributed and spec != "cpu" and torch.cuda.is_available():
+        if world.local_rank >= torch.cuda.device_count():
+            raise BertctlError(
+                f"LOCAL_RANK {world.local_rank} but only {torch.cuda.device_count()} GPU(s)",
+                "start at most one process per GPU (--nproc-per-node)",
+            )
+        return torch.device(f"cuda:{world.local_rank}")
+    return pick_device(spec)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of the dropout generator for one step of one process."""
+    return derive_seed(seed, step, f"dropout-{rank}") & ((1 << 63) - 1)
+
+
+def pretrain(cfg: PretrainConfig, reporter, resume: bool = False) -> PretrainSummary:
+    """Run one pretraining job (in this process's part of a torchrun group, if any)."""
+    world = distributed.world_from_env()
+    device = run_device(cfg.device, world)
+    if world.distributed and device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.start(world, device)
+    try:
+        if not world.main:  # only rank 0 prints
+            from bertctl.install import noop_reporter
+
+            reporter = noop_reporter()
+        return _pretrain(cfg, world, device, reporter, resume)
+    finally:
+        distributed.stop(world)
+
+
+def _pretrain(
+    cfg: PretrainConfig, world: World, device: torch.device, reporter, resume: bool
+) -> PretrainSummary:
+    import transformers
+
+    from bertctl.train.finetune import own_memory, pick_precision
+    from bertctl.train.modeling import PreparedModel
+    from bertctl.train.optim import linear_warmup_decay, make_pretraining_optimizer
+
+    transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
+    transformers.logging.disable_progress_bar()
+
+    # ---- settings and data -----------------------------------------------------------------
+    if cfg.data is None:
+        raise UsageError("no data given", "pass the folder made by `bertctl pretrain prepare`")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dataset = open_shards(cfg.data)
+    manifest, settings = dataset.manifest, dataset.settings
+    total_instances = len(dataset)
+    train_instances = total_instances - cfg.holdout
+    if train_instances < 1:
+        raise UsageError(
+            f"--holdout {cfg.holdout} leaves no training instance ({total_instances:,} in all)",
+            f"pass a --holdout below {total_instances}",
+        )
+    if cfg.batch_size % (world.size * cfg.grad_accum):
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} does not split into {world.size} process(es) x "
+            f"{cfg.grad_accum} micro-batch(es)",
+            f"pass a multiple of {world.size * cfg.grad_accum}",
+        )
+    seq = settings.max_seq_length
+    if cfg.out is None and world.distributed:
+        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
+    if cfg.out is not None:
+        _check_out(Path(cfg.out), resume)
+
+    # ---- model source and memory -----------------------------------------------------------
+    # The architecture is known before any download from --config, a local folder or a run.
+    if cfg.bert_config is not None:
+        from bertctl.bertconfig import load_config, require_config
+
+        arch = require_config(load_config(cfg.bert_config))
+    else:
+        from bertctl.train import preflight
+
+        arch = preflight.model_config(cfg.model) if cfg.model else None
+    if arch is not None:
+        cfg = check_memory(cfg, arch, seq, world, device, reporter)
+    source = model_source(cfg, manifest, reporter)
+    if arch is None:  # a Hub model: its config arrived with the download
+        from bertctl.bertconfig import load_config, require_config
+
+        arch = require_config(load_config(source.folder / "config.json"))
+        cfg = check_memory(cfg, arch, seq, world, device, reporter)
+    if seq > arch.max_position_embeddings:
+        raise BertctlError(
+            f"{cfg.data} holds sequences of {seq} tokens but the model has "
+            f"{arch.max_position_embeddings} position embeddings",
+            f"prepare the data with --max-seq-length {arch.max_position_embeddings} or less",
+        )
+    autocast = pick_precision(cfg.precision, device)
+    total_steps = cfg.steps or max(1, math.ceil(train_instances / cfg.batch_size))
+    lr_peak = cfg.lr or default_lr(cfg.optimizer, source.folder is None)
+    cfg = replace(cfg, steps=total_steps, lr=lr_peak)
+    warmup = warmup_steps(cfg.warmup, total_steps)
+
+    # ---- run folder ---------------------------------------------------------------------------
+    if cfg.out is None:
+        cfg = replace(cfg, out=str(default_out(source.label)))
+        _check_out(Path(cfg.out), resume)
+    out = Path(cfg.out)
+    _barrier(world)  # every process has checked the folder before rank 0 writes into it
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        settings_text = "# bertctl pretrain run settings; continue with: "
+        settings_text += f"bertctl pretrain run --out {out} --resume\n"
+        saved = cfg.to_dict()
+        for key in ("data", "model", "bert_config", "vocab"):
+            if saved[key] and Path(saved[key]).expanduser().exists():
+                saved[key] = str(Path(saved[key]).expanduser().resolve())
+        _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
+        # The vocabulary travels with the run: save_final copies it into final/.
+        (out / "vocab.txt").write_text(
+            "\n".join(source.tokenizer.vocab.tokens) + "\n", encoding="utf-8"
+        )
+        info = {
+            "status": "running",
+            "kind": "pretrain",
+            "model": source.label,
+            "model_folder": str(source.folder) if source.folder else None,
+            "release": source.release.name if source.release else None,
+            "data": str(Path(cfg.data).resolve()),
+            "processes": world.size,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        if resume and (out / runs.RUN_JSON).is_file():
+            before = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
+            info.update(started=before.get("started"), resumed=info["started"])
+        store.write_json_atomic(out / runs.RUN_JSON, info)
+    reporter.step(
+        f"Pretraining {source.label} on {total_instances:,} instances of {seq} tokens "
+        f"({cfg.data}): {total_steps:,} steps of {cfg.batch_size}"
+        + (f" on {world.size} processes" if world.distributed else "")
+        + f", lr {lr_peak:g} ({cfg.optimizer}), warmup {warmup:,} steps"
+    )
+
+    # ---- model ------------------------------------------------------------------------------
+    model = build_model(source, cfg.seed, reporter)
+    if cfg.grad_checkpointing:  # non-reentrant: the kind DDP's gradient hooks work with
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if device.type == "cpu":
+        own_memory(model)
+    model.to(device)
+    model.train()
+    scorer = MaskedLMAndNSP(model)
+
+    # ---- optimizer and schedule -----------------------------------------------------------------
+    optimizer = make_pretraining_optimizer(model, cfg.optimizer, lr_peak, cfg.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+
+    def set_lr(step: int) -> float:
+        lr = lr_peak * linear_warmup_decay(step, total_steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    # ---- resume -----------------------------------------------------------------------------
+    step = 0
+    history: list[dict[str, Any]] = []
+    last_loss = float("nan")
+    if resume:
+        state = runs.load_latest(out, model, optimizer, device)
+        if state is not None:
+            step, history = state["step"], state["history"]
+            last_loss = state.get("loss", last_loss)
+            reporter.step(f"Resuming from step {step:,} of {total_steps:,}")
+    if world.distributed:  # after loading: every process starts from the same weights anyway
+        from torch.nn.parallel import DistributedDataParallel
+
+        trainer: torch.nn.Module = DistributedDataParallel(
+            scorer, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    else:
+        trainer = scorer
+
+    # ---- data order, evaluation set ---------------------------------------------------------
+    stream = InstanceStream(train_instances, cfg.seed)
+    vocabulary = _Vocabulary(source.tokenizer.vocab) if cfg.dynamic_masking else None
+    held, eval_source = eval_indices(cfg, total_instances)
+    eval_every = cfg.eval_every or total_steps
+    per_process = cfg.batch_size // world.size
+    micro = per_process // cfg.grad_accum
+    mine = slice(world.rank * per_process, (world.rank + 1) * per_process)
+
+    def run_eval(at: int) -> dict[str, Any]:
+        found = evaluate(scorer, dataset, held, cfg.eval_batch_size, device, autocast, world)
+        return {
+            "step": at,
+            "epoch": round(at * cfg.batch_size / train_instances, 4),
+            "instances": len(held),
+            "data": eval_source,
+            "metrics": found,
+            "loss": found["masked_lm_loss"] + found["next_sentence_loss"],
+        }
+
+    # ---- the loop ---------------------------------------------------------------------------
+    log = runs.TrainLog(out, resume_step=step if resume else None) if world.main else None
+    trained_tokens = 0.0
+    trained_examples = 0
+    train_seconds = 0.0
+    updating = False
+    previous_sigint = signal.getsignal(signal.SIGINT)
+    previous_sigterm = _sigterm_as_interrupt()
+    try:
+        with reporter.progress("Pretraining", total_steps, "steps") as bar:
+            bar.advance(step)
+            while step < total_steps:
+                started = time.monotonic()
+                lr = set_lr(step)
+                # Dropout masks from (seed, step, rank): a resumed run draws the same ones.
+                torch.manual_seed(step_seed(cfg.seed, step, world.rank))
+                epochs, indices = stream.batch(step, cfg.batch_size)
+                epochs, indices = epochs[mine], indices[mine]
+                features = dataset.batch(indices)
+                if vocabulary is not None:
+                    features = remask(features, epochs, indices, settings, vocabulary, cfg.seed)
+                # Normalise by the masked positions of the whole batch, over every process.
+                local = [float(features["masked_lm_weights"].sum())]
+                masked_total = float(distributed.all_sum(local, world, device)[0])
+                mlm_part = nsp_part = tokens = 0.0
+                for part in range(0, per_process, micro):
+                    rows = slice(part, part + micro)
+                    inputs = to_tensors({k: v[rows] for k, v in features.items()}, device)
+                    last = part + micro >= per_process
+                    sync = contextlib.nullcontext()
+                    if world.distributed and not last:
+                        sync = trainer.no_sync()  # type: ignore[operator]
+                    with sync:
+                        with torch.autocast(
+                            device.type, dtype=autocast, enabled=autocast is not None
+                        ):
+                            sums = trainer(**inputs)
+                        mlm = sums["mlm_loss"] / max(masked_total, 1.0)
+                        nsp = sums["nsp_loss"] / cfg.batch_size
+                        # DDP averages gradients over the processes: scale back up to the sum.
+                        scaler.scale((mlm + nsp) * world.size).backward()
+                    mlm_part += float(mlm.detach())
+                    nsp_part += float(nsp.detach())
+                    tokens += float(inputs["input_mask"].sum())
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                updating = True
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                updating = False
+                mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
+                    [mlm_part, nsp_part, tokens], world, device
+                ).tolist()
+                last_loss = mlm_loss + nsp_loss
+                train_seconds += time.monotonic() - started
+                trained_tokens += step_tokens
+                trained_examples += cfg.batch_size
+                rate = trained_tokens / max(train_seconds, 1e-9)
+                if log is not None:
+                    log.write(
+                        step=step,
+                        epoch=step * cfg.batch_size / train_instances,
+                        loss=last_loss,
+                        masked_lm_loss=mlm_loss,
+                        next_sentence_loss=nsp_loss,
+                        lr=lr,
+                        tokens=step_tokens,
+                        tokens_per_second=rate,
+                        examples_per_second=trained_examples / max(train_seconds, 1e-9),
+                    )
+                bar.advance(
+                    1,
+                    postfix=f"loss {last_loss:.4f} (mlm {mlm_loss:.3f} nsp {nsp_loss:.3f})  "
+                    f"lr {lr:.2e}  {rate:,.0f} tokens/s",
+                )
+                if (step % eval_every == 0 or step == total_steps) and len(held):
+                    record = run_eval(step)
+                    history.append(record)
+                    if log is not None:
+                        log.eval(record)
+                        runs.save_metrics(out, history)
+                if world.main and (step % cfg.save_every == 0 or step == total_steps):
+                    runs.save_checkpoint(
+                        out,
+                        model,
+                        optimizer,
+                        step,
+                        history,
+                        cfg.keep_checkpoints,
+                        loss=last_loss,
+                    )
+    except KeyboardInterrupt:
+        # A second signal (torchrun sends SIGTERM after the terminal's SIGINT) must not cut the
+        # checkpoint short.
+        for stop in (signal.SIGINT, signal.SIGTERM):
+            _restore_signal(stop, signal.SIG_IGN)
+        if log is not None:
+            log.close()
+        if world.main and not updating:
+            runs.save_checkpoint(
+                out, model, optimizer, step, history, cfg.keep_checkpoints, loss=last_loss
+            )
+        latest = runs.latest_checkpoint(out)
+        saved_at = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
+        raise BertctlError(
+            f"interrupted at step {step}; {saved_at}",
+            f"resume with: bertctl pretrain run --out {out} --resume",
+        ) from None
+    finally:
+        _restore_signal(signal.SIGTERM, previous_sigterm)
+        _restore_signal(signal.SIGINT, previous_sigint)
+
+    # ---- the final model --------------------------------------------------------------------
+    final = out / "final"
+    metrics = dict(history[-1]["metrics"]) if history else {}
+    if log is not None:
+        log.close()
+        vocab_holder = PreparedModel(out, source.label, source.tokenizer, source.release)
+        runs.save_final(final, model, vocab_holder, None)
+        google = {"global_step": step, "loss": history[-1]["loss"] if history else last_loss}
+        google.update(metrics)
+        from bertctl.glue import write_eval_results
+
+        write_eval_results(out / "eval_results.txt", google)
+        accuracies = [
+            {"step": h["step"], "metrics": {k: v for k, v in h["metrics"].items() if "acc" in k}}
+            for h in history
+        ]
+        runs.plot(out, accuracies)
+        info = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
+        info.update(
+            status="done",
+            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            steps=step,
+            train_seconds=round(train_seconds, 2),
+            tokens_per_second=round(trained_tokens / max(train_seconds, 1e-9), 1),
+            metrics=metrics,
+        )
+        store.write_json_atomic(out / runs.RUN_JSON, info)
+    _barrier(world)  # no process leaves (and tears down the group) before rank 0 has written
+    return PretrainSummary(
+        out=out,
+        final=final,
+        steps=step,
+        train_seconds=train_seconds,
+        tokens_per_second=trained_tokens / max(train_seconds, 1e-9),
+        metrics=metrics,
+        world_size=world.size,
+        main=world.main,
+    )
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    if resume and not (out / SETTINGS).is_file():
+        raise BertctlError(f"--resume: {out} holds no run", "pass the --out folder of the run")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise BertctlError(
+            f"{out} already holds a run", "pass --resume to continue it, or a new --out folder"
+        )
+
+
+def _barrier(world: World) -> None:
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's pre-emption, torchrun stopping its workers) stops the run as
+    Ctrl-C does: with a checkpoint. Returns the handler to restore."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _restore_signal(number, handler) -> None:
+    with contextlib.suppress(ValueError, TypeError):  # not the main thread; no Python handler
+        signal.signal(number, handler)
+
+
+def _write_text(path: Path, text: str) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
