@@ -298,9 +298,7 @@ def main() -> int:
                 f"{model_bytes / mb / cold_conv:,.0f} MB/s",
             ),
         ]
-    command = "python bench/bench_convert.py" + (
-        " --checkpoint PREFIX" if args.checkpoint else ""
-    )
+    command = "python bench/bench_convert.py" + (" --checkpoint PREFIX" if args.checkpoint else "")
     lines = [
         "## Conversion",
         "",
