@@ -15,6 +15,7 @@ tokenization and evaluation excluded for all three) and dev accuracy/F1.
     python bench/bench_finetune.py                       # MiniLM, ../shared/data/glue/MRPC, 3 epochs
     python bench/bench_finetune.py --max-steps 40        # a quick speed-only comparison
     python bench/bench_finetune.py --json results.json
+    python bench/bench_finetune.py --only bertctl,trainer-dynamic --seeds 1,2,3   # accuracy over seeds
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ def run_bertctl(args, model: Path, data: Path, out: Path, seed: int) -> dict:
 def run_trainer(args, model: Path, data: Path, out: Path, seed: int, pad128: bool) -> dict:
     import numpy as np
     import torch
-    from datasets import Dataset
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -116,8 +116,11 @@ def run_trainer(args, model: Path, data: Path, out: Path, seed: int, pad128: boo
             max_length=128,
             padding="max_length" if pad128 else False,
         )
-        enc["labels"] = [task.label_id(e.label) for e in split.examples]
-        return Dataset.from_dict(dict(enc))
+        labels = [task.label_id(e.label) for e in split.examples]
+        # A list of feature dicts is a map-style dataset to Trainer (no `datasets` needed).
+        return [
+            {**{key: enc[key][i] for key in enc}, "labels": labels[i]} for i in range(len(labels))
+        ]
 
     set_seed(seed)
     net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)
@@ -177,7 +180,7 @@ def main() -> int:
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-5)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--seeds", default="42", help="comma-separated; every contender runs each")
     parser.add_argument("--optimizer", default="google", help="bertctl's optimizer")
     parser.add_argument("--device", default=None)
     parser.add_argument("--precision", default="auto")
@@ -187,27 +190,42 @@ def main() -> int:
     if not (args.data / "train.tsv").is_file():
         sys.exit(f"no MRPC at {args.data}: pass --data DIR")
     model = args.model or minilm()
+    seeds = [int(s) for s in args.seeds.split(",")]
     import torch
 
     if args.device is None and not torch.cuda.is_available():
         args.device = "cpu"
 
-    results = {}
+    # Seeds in the outer loop: the contenders of one seed run back to back, so a change in the
+    # machine's load during the whole run touches all of them alike.
+    results: dict[str, dict[int, dict]] = {name: {} for name in args.only.split(",")}
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmp:
-        for name in args.only.split(","):
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            out = Path(tmp) / name
-            if name == "bertctl":
-                results[name] = run_bertctl(args, model, args.data, out, args.seed)
-            else:
-                results[name] = run_trainer(
-                    args, model, args.data, out, args.seed, name == "trainer-pad128"
-                )
-            print(f"  {name}: {results[name]}", file=sys.stderr, flush=True)
+        for seed in seeds:
+            for name in results:
+                print(f"running {name}, seed {seed} ...", file=sys.stderr, flush=True)
+                out = Path(tmp) / f"{name}-{seed}"
+                if name == "bertctl":
+                    result = run_bertctl(args, model, args.data, out, seed)
+                else:
+                    pad128 = name == "trainer-pad128"
+                    result = run_trainer(args, model, args.data, out, seed, pad128)
+                results[name][seed] = result
+                print(f"  {name}, seed {seed}: {result}", file=sys.stderr, flush=True)
+                if args.json:  # written as it goes: a long run keeps what it has measured
+                    _write_json(args, model, results)
+
+    print("\n".join(report(args, model, seeds, results)))
+    return 0
+
+
+def report(args, model: Path, seeds: list[int], results: dict[str, dict[int, dict]]) -> list[str]:
+    """A Markdown table: one row per contender and seed, then the seeds' median per contender."""
+    import statistics
 
     recipe = (
         (f"{args.epochs:g} epochs" if not args.max_steps else f"{args.max_steps} steps")
-        + f", batch {args.batch_size}, lr {args.lr:g}, warmup 10%, weight decay 0.01, seed {args.seed}"
+        + f", batch {args.batch_size}, lr {args.lr:g}, warmup 10%, weight decay 0.01, "
+        + f"seeds {', '.join(map(str, seeds))}"
     )
     lines = [
         f"Machine: {machine()}",
@@ -215,29 +233,34 @@ def main() -> int:
         f"({args.data.name}), dev accuracy on the full dev set; {recipe}; bertctl optimizer "
         f"{args.optimizer}; precision {args.precision}.",
         "",
-        "| contender | steps | train s | examples/s | bertctl speed-up | dev accuracy | dev F1 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| contender | seed | steps | train s | examples/s | bertctl speed-up | dev accuracy | dev F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    ours = results.get("bertctl", {}).get("examples_per_second")
-    for name, r in results.items():
-        ratio = f"{ours / r['examples_per_second']:.2f}×" if ours else "–"
-        lines.append(
-            f"| {name} | {r['steps']} | {r['train_seconds']:.0f} | {r['examples_per_second']:.1f} | "
-            f"{ratio} | {r['accuracy']:.4f} | {r['f1']:.4f} |"
-        )
-    print("\n".join(lines))
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "args": vars(args)
-                    | {"data": str(args.data), "model": str(model), "json": None},
-                    "results": results,
-                },
-                indent=2,
+    ours = results.get("bertctl", {})
+    for name, by_seed in results.items():
+        for seed, r in by_seed.items():
+            mine = ours.get(seed, {}).get("examples_per_second")
+            ratio = f"{mine / r['examples_per_second']:.2f}×" if mine else "–"
+            lines.append(
+                f"| {name} | {seed} | {r['steps']} | {r['train_seconds']:.0f} | "
+                f"{r['examples_per_second']:.1f} | {ratio} | {r['accuracy']:.4f} | {r['f1']:.4f} |"
             )
-        )
-    return 0
+    if len(seeds) > 1:
+        lines += ["", "| contender | median accuracy | mean accuracy | mean examples/s |"]
+        lines.append("|---|---:|---:|---:|")
+        for name, by_seed in results.items():
+            acc = [r["accuracy"] for r in by_seed.values()]
+            rate = [r["examples_per_second"] for r in by_seed.values()]
+            lines.append(
+                f"| {name} | {statistics.median(acc):.4f} | {statistics.mean(acc):.4f} | "
+                f"{statistics.mean(rate):.1f} |"
+            )
+    return lines
+
+
+def _write_json(args, model: Path, results) -> None:
+    settings = vars(args) | {"data": str(args.data), "model": str(model), "json": None}
+    args.json.write_text(json.dumps({"args": settings, "results": results}, indent=2))
 
 
 if __name__ == "__main__":
