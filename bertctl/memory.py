@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, overload
 
 from bertctl.bertconfig import BertConfig, count_parameters
 from bertctl.errors import UsageError
@@ -541,6 +541,301 @@ def usable(card_bytes: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# Inference: evaluate and predict
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Bytes alive at one point of an inference forward pass (see `inference_moments`).
+
+    Attributes:
+        name: the op that has just allocated its output.
+        activations: the batch, the attention mask and every activation alive there.
+        weight_copy: autocast's 16-bit copy of the weight and bias of the matmul running there.
+        in_kernel: of `activations`, what a fused kernel allocates for itself during the call
+            (SDPA's mask conversions), which no Python-visible tensor holds.
+    """
+
+    name: str
+    activations: int
+    weight_copy: int = 0
+    in_kernel: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.weight_copy
+
+
+def inference_moments(
+    config: BertConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    num_labels: int = 2,
+) -> list[Moment]:
+    """Bytes alive at each point where an inference forward pass can peak, in forward order.
+
+    `bertctl evaluate` and `predict` run transformers' BertForSequenceClassification under
+    `torch.inference_mode`: nothing is saved for a backward pass, so a tensor is freed as soon as
+    Python drops its last reference, and besides the tensors of the op running only these live
+    across ops, for b sequences of s tokens (t = b·s):
+
+    - the batch: token ids, segment ids and padding mask (int64: 24·t bytes), labels (int64,
+      8·b; fp32 regression targets, 4·b);
+    - the attention mask transformers builds once per forward pass: boolean b·s² for `sdpa`,
+      fp32 additive 4·b·s² for `eager`, none for `flash`. Counted for every batch: dynamic
+      padding pads each batch to its longest sequence, and only an unpadded batch has no mask;
+    - the embedding output (fp32, 4·t·h), which BertModel.forward holds until the encoder
+      returns, and from the second layer on that layer's input (4·t·h), which the encoder's
+      loop holds until the layer returns. So the second layer is the worst, and a model of any
+      depth peaks as a two-layer one does: inference memory does not grow with depth.
+
+    Inside a layer, with p the bytes of a matmul output (4 in fp32, 2 under bf16/fp16 autocast)
+    and c those of autocast's 16-bit cast of an fp32 matmul input (0 in fp32, else 2), the
+    residual stream and LayerNorm outputs being fp32 (4), the layer's own tensors at each
+    moment, in bytes per token:
+
+    ======================  =================================================  ================
+    moment (op just run)    alive, per token                                   16-bit copy of
+    ======================  =================================================  ================
+    query/key/value         Q and K, V's input cast and V: (3p + c)·h          value (h² + h)
+    attention (sdpa)        Q, K, V and the output: 4p·h, + the masks (1)      -
+    attention output dense  attention output O, dense output: 2p·h             dense (h² + h)
+    attention LayerNorm     O, dense, residual sum, LayerNorm output A:        -
+                            (2p + 8)·h
+    intermediate dense      A, its cast, intermediate output: (4 + c)·h + p·i  dense (h·i + i)
+    GELU                    A, intermediate and GELU outputs: 4·h + 2p·i       -
+    output dense            A, GELU output, dense output: (4 + p)·h + p·i      dense (h·i + h)
+    output LayerNorm        A, GELU output, dense, residual sum, LayerNorm:    -
+                            (12 + p)·h + p·i
+    ======================  =================================================  ================
+
+    (1) torch's SDPA turns the boolean mask into an additive one in the query's dtype (b·s²·p)
+    and, for the memory-efficient CUDA kernel, expands it over the heads and pads the key axis
+    to a multiple of 16 (b·a·s·⌈s⌉₁₆·p); without gradients the kernel keeps no log-sum-exp.
+    `flash` takes no mask and returns its log-sum-exp (4·b·a·s).
+
+    `eager` (transformers' eager attention) materialises the scores, B = b·a·s² elements: the
+    matmul and its scaled copy (2p·B), the masked scores (4·B: the mask is fp32), the softmax
+    (4·B, fp32 under autocast too), the probabilities' 16-bit cast for the second matmul (c·B),
+    and a transposed copy of the output (p·t·h). The layer returns the probabilities to
+    BertLayer, which holds them until it returns: 4·B through the rest of the layer.
+
+    For i = 4h the peak is 44·t·h bytes in fp32 (at the GELU: embedding output, layer input,
+    A, and two b·s·i tensors) and 30·t·h under autocast (at the output LayerNorm), against 66
+    and 42 per layer, for every layer, that training saves (`layer_activation_bytes`).
+
+    Autocast's weight copies (2 bytes per weight and bias): under inference_mode it keeps none
+    of its casts (measured with torch 2.13: each cast is freed when its matmul returns; under
+    no_grad they would all stay until autocast exits), so only the running matmul's is alive.
+
+    The embeddings (word, segment, position vectors, their sum and its LayerNorm: 16·t·h +
+    4·s·h) and the classifier head (pooler, logits: a few b·h) run with the embedding output
+    and the last hidden state alone, and peak lower.
+
+    >>> from bertctl.bertconfig import BertConfig
+    >>> base = BertConfig(vocab_size=30522, type_vocab_size=2)
+    >>> peak = max(inference_moments(base, 64, 128), key=lambda m: m.total)
+    >>> peak.name, round(peak.total / (64 * 128 * 768), 1)
+    ('GELU', 44.2)
+    """
+    _check(precision, PRECISIONS, "precision")
+    _check(attention, ATTENTIONS, "attention")
+    b, s, h, a, i = (
+        batch,
+        seq,
+        config.hidden_size,
+        config.num_attention_heads,
+        config.intermediate_size,
+    )
+    t = b * s
+    p = _act_bytes(precision)
+    c = 0 if p == 4 else 2  # autocast's 16-bit cast of an fp32 matmul input
+    copy = 0 if p == 4 else 2  # and of an fp32 weight, per parameter
+    inputs = 3 * 8 * t + (4 if num_labels == 1 else 8) * b  # regression targets are fp32
+    mask = {"sdpa": b * s * s, "eager": 4 * b * s * s, "flash": 0}[attention]
+    embedded = 4 * t * h
+    layer_input = 4 * t * h if config.num_hidden_layers > 1 else 0
+    live = inputs + mask + embedded + layer_input  # through every op of the worst layer
+
+    moments = [
+        Moment("embeddings", inputs + 16 * t * h + 4 * s * h),
+        Moment("query/key/value", live + (3 * p + c) * t * h, copy * (h * h + h)),
+    ]
+    qkv = live + 3 * p * t * h
+    probs = 0  # eager attention's probabilities, held until the layer returns
+    if attention == "eager":
+        scores = b * a * s * s
+        probs = 4 * scores
+        moments += [
+            Moment("attention scores", qkv + 2 * p * scores),
+            Moment("attention mask", qkv + (p + 4) * scores),
+            Moment("softmax", qkv + 8 * scores),
+            Moment("attention x values", qkv + (4 + c) * scores + p * t * h),
+            Moment("attention transpose", qkv + probs + 2 * p * t * h),
+        ]
+    elif attention == "sdpa":
+        masks = b * s * s * p + b * a * s * _round_up(s, 16) * p
+        moments.append(Moment("attention", qkv + p * t * h + masks, in_kernel=masks))
+    else:
+        lse = 4 * b * a * s
+        moments.append(Moment("attention", qkv + p * t * h + lse, in_kernel=lse))
+    live += probs
+    moments += [
+        Moment("attention output dense", live + 2 * p * t * h, copy * (h * h + h)),
+        Moment("attention LayerNorm", live + (2 * p + 8) * t * h),
+        Moment("intermediate dense", live + (4 + c) * t * h + p * t * i, copy * (h * i + i)),
+        Moment("GELU", live + 4 * t * h + 2 * p * t * i),
+        Moment("output dense", live + (4 + p) * t * h + p * t * i, copy * (h * i + h)),
+        Moment("output LayerNorm", live + (12 + p) * t * h + p * t * i),
+        Moment(
+            "classifier",
+            inputs + mask + embedded + 4 * t * h + (c + 2 * p) * b * h + 8 * b * num_labels,
+            copy * (h * h + h),
+        ),
+    ]
+    return moments
+
+
+@dataclass(frozen=True)
+class InferenceEstimate:
+    """Peak GPU memory of evaluating or predicting one batch, in bytes, as it stands at the peak.
+
+    Attributes:
+        batch: sequences per forward pass (the eval batch).
+        seq: sequence length (the longest a batch is padded to).
+        precision, attention: the settings.
+        params: the model's parameters.
+        weights: fp32 weights.
+        weight_copy: autocast's 16-bit copy of the weight of the matmul running at the peak.
+        activations: the batch, the attention mask and the activations alive at the peak.
+        workspace: cuBLAS workspaces plus `slack`.
+        slack: the caching allocator's reserve beyond live tensors.
+        phase: the op at the peak (a `Moment` name).
+        context: the CUDA context, outside `total`.
+    """
+
+    batch: int
+    seq: int
+    precision: str
+    attention: str
+    params: int
+    weights: int
+    weight_copy: int
+    activations: int
+    workspace: int
+    slack: int
+    phase: str
+    context: int = CONTEXT_BYTES
+
+    @property
+    def total(self) -> int:
+        """What the process needs beyond its CUDA context: compare with free memory."""
+        return self.weights + self.weight_copy + self.activations + self.workspace
+
+    @property
+    def allocated(self) -> int:
+        """The predicted `torch.cuda.max_memory_allocated` (the total less allocator slack)."""
+        return self.total - self.slack
+
+    def breakdown(self) -> list[tuple[str, int]]:
+        """(component, bytes) at the peak, in display order; they sum to `total`."""
+        parts = [("weights", self.weights)]
+        if self.weight_copy:
+            parts.append(("16-bit weight copy", self.weight_copy))
+        return [*parts, ("activations", self.activations), ("workspace", self.workspace)]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(total=self.total, allocated=self.allocated)
+        return data
+
+
+def estimate_inference(
+    config: BertConfig,
+    batch: int,
+    seq: int,
+    precision: str = "fp32",
+    attention: str = "sdpa",
+    num_labels: int = 2,
+) -> InferenceEstimate:
+    """Peak memory of a forward pass without gradients over `batch` sequences of `seq` tokens:
+    the fp32 weights, the largest of `inference_moments`, cuBLAS workspace and allocator slack.
+
+    >>> from bertctl.bertconfig import BertConfig
+    >>> base = BertConfig(vocab_size=30522, type_vocab_size=2)
+    >>> e = estimate_inference(base, 64, 128)
+    >>> e.phase, e.weights == 4 * e.params, format_bytes(e.total)
+    ('GELU', True, '773 MiB')
+    """
+    if batch < 1 or seq < 1:
+        raise UsageError(f"batch {batch}, seq {seq}: out of range")
+    params = param_counts(config, "classify", num_labels).total
+    peak = max(
+        inference_moments(config, batch, seq, precision, attention, num_labels),
+        key=lambda m: m.total,
+    )
+    slack = int(ALLOCATOR_SLACK * peak.total)
+    return InferenceEstimate(
+        batch=batch,
+        seq=seq,
+        precision=precision,
+        attention=attention,
+        params=params,
+        weights=4 * params,
+        weight_copy=peak.weight_copy,
+        activations=peak.activations,
+        workspace=CUBLAS_BYTES + slack,
+        slack=slack,
+        phase=peak.name,
+    )
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The memory-relevant settings of `bertctl evaluate` and `predict` (their flags' names).
+
+    Attributes:
+        batch_size: sequences per forward pass (--batch-size).
+        max_seq_length: the longest a batch is padded to (--max-seq-length).
+        precision: fp32, or bf16/fp16 autocast (resolved, not `auto`).
+        num_labels: the classifier's outputs.
+    """
+
+    batch_size: int
+    max_seq_length: int
+    precision: str
+    num_labels: int = 2
+
+
+def max_eval_batch(
+    config: BertConfig,
+    settings: InferenceSettings,
+    budget_bytes: int,
+    attention: str = "sdpa",
+    limit: int = 1 << 16,
+) -> int:
+    """The largest batch (at most `limit`) whose inference estimate fits; 0 when none does."""
+
+    def fits(b: int) -> bool:
+        return estimate_settings(config, replace(settings, batch_size=b), attention).total <= (
+            budget_bytes
+        )
+
+    if not fits(1):
+        return 0
+    low, high = 1, limit + 1  # fits(low); high is past the limit
+    while high - low > 1:
+        mid = (low + high) // 2
+        if fits(mid):
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+# --------------------------------------------------------------------------------------------
 # Settings that fit
 
 
@@ -565,18 +860,19 @@ class Suggestion:
     """Settings that fit, what changed, and the flags that select them.
 
     Attributes:
-        settings: the full settings.
-        changes: the FinetuneConfig fields that differ from the run's, with their new values.
+        settings: the full settings (`InferenceSettings` for evaluate and predict).
+        changes: the fields that differ from the run's (FinetuneConfig's names, or the
+            evaluate flags' for inference), with their new values.
         flags: command-line flags that apply the changes.
         why: one line on the trade-off.
         estimate: the estimate for these settings.
     """
 
-    settings: Settings
+    settings: Settings | InferenceSettings
     changes: dict[str, Any]
     flags: str
     why: str
-    estimate: Estimate
+    estimate: Estimate | InferenceEstimate
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -599,10 +895,35 @@ def settings_of(cfg: Any, precision: str | None = None) -> Settings:
     )
 
 
+@overload
 def estimate_settings(
-    config: BertConfig, settings: Settings, attention: str = "sdpa", task: str = "classify"
-) -> Estimate:
-    """`estimate` for a run's settings (its micro-batch and accumulation)."""
+    config: BertConfig, settings: Settings, attention: str = ..., task: str = ...
+) -> Estimate: ...
+
+
+@overload
+def estimate_settings(
+    config: BertConfig, settings: InferenceSettings, attention: str = ..., task: str = ...
+) -> InferenceEstimate: ...
+
+
+def estimate_settings(
+    config: BertConfig,
+    settings: Settings | InferenceSettings,
+    attention: str = "sdpa",
+    task: str = "classify",
+) -> Estimate | InferenceEstimate:
+    """`estimate` for a run's settings (its micro-batch and accumulation), or
+    `estimate_inference` for evaluate's."""
+    if isinstance(settings, InferenceSettings):
+        return estimate_inference(
+            config,
+            settings.batch_size,
+            settings.max_seq_length,
+            settings.precision,
+            attention,
+            settings.num_labels,
+        )
     return estimate(
         config,
         settings.micro_batch,
@@ -627,7 +948,8 @@ def fit(
 ) -> list[Suggestion]:
     """Concrete settings that fit `budget_bytes`, best first; empty when none does.
 
-    `cfg` is a FinetuneConfig or `Settings` (precision resolved: fp32, bf16 or fp16). In order:
+    `cfg` is a FinetuneConfig or `Settings` (precision resolved: fp32, bf16 or fp16), or
+    `InferenceSettings` (see `fit_inference`). For training, in order:
 
     1. gradient accumulation: the largest micro-batch that fits, the effective batch kept
        (batch_size stays, grad_accum grows; same updates, more steps per update);
@@ -636,6 +958,8 @@ def fit(
     4. bf16 and checkpointing together, when neither alone keeps the micro-batch;
     5. a shorter sequence (longer inputs are truncated: results change).
     """
+    if isinstance(cfg, InferenceSettings):
+        return fit_inference(config, cfg, budget_bytes, bf16=bf16, attention=attention)
     current = cfg if isinstance(cfg, Settings) else settings_of(cfg)
     found: list[Suggestion] = []
 
@@ -685,6 +1009,59 @@ def fit(
             add(shorter, f"sequences truncated to {seq} tokens: results change")
             break
     return found
+
+
+def fit_inference(
+    config: BertConfig,
+    current: InferenceSettings,
+    budget_bytes: int,
+    *,
+    bf16: bool = True,
+    attention: str = "sdpa",
+) -> list[Suggestion]:
+    """Settings of `evaluate` or `predict` that fit `budget_bytes`, best first; empty when none
+    does (`fit` calls this for `InferenceSettings`). In order:
+
+    1. a smaller batch, the largest that fits (the same predictions up to rounding: padded
+       positions are masked out; more forward passes);
+    2. bf16 autocast, when `bf16` (the GPU supports it), with a smaller batch if still needed;
+    3. a shorter sequence at the same batch (longer inputs are truncated: results change).
+    """
+    found: list[Suggestion] = []
+
+    def largest(s: InferenceSettings) -> InferenceSettings | None:
+        n = max_eval_batch(config, s, budget_bytes, attention, limit=s.batch_size)
+        return replace(s, batch_size=n) if n else None
+
+    def add(s: InferenceSettings | None, why: str) -> None:
+        if s is None or s == current or any(f.settings == s for f in found):
+            return
+        changes = {k: v for k, v in asdict(s).items() if getattr(current, k) != v}
+        estimate = estimate_settings(config, s, attention)
+        found.append(Suggestion(s, changes, inference_flags(changes), why, estimate))
+
+    add(largest(current), "smaller batches: the same predictions, more passes")
+    if bf16 and current.precision == "fp32":
+        add(
+            largest(replace(current, precision="bf16")),
+            "bf16 autocast: about half the activations, faster; scores may move slightly",
+        )
+    for seq in sorted((s for s in SEQ_LENGTHS if s < current.max_seq_length), reverse=True):
+        shorter = replace(current, max_seq_length=seq)
+        if estimate_settings(config, shorter, attention).total <= budget_bytes:
+            add(shorter, f"sequences truncated to {seq} tokens: results change")
+            break
+    return found
+
+
+def inference_flags(changes: dict[str, Any]) -> str:
+    """The `bertctl evaluate`/`predict` flags that apply `changes`."""
+    names = {
+        "batch_size": "--batch-size",
+        "precision": "--precision",
+        "max_seq_length": "--max-seq-length",
+    }
+    return " ".join(f"{flag} {changes[key]}" for key, flag in names.items() if key in changes)
 
 
 def flags_for(settings: Settings, changes: dict[str, Any]) -> str:
