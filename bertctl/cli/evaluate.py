@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bertctl import ui
+from bertctl.cli.options import AutoFit, Force, GpuMemory
 
 MODEL_HELP = (
     "A run folder (its final/ model, task and settings), an HF-format model folder, or a "
@@ -49,7 +50,8 @@ SkipBadRows = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 
 
-def _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision):
+def _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision, **check):
+    """The model for the task; `check`: gpu_memory, auto_fit, force and what (the memory check)."""
     from bertctl.errors import UsageError
     from bertctl.train.evaluate import load
 
@@ -64,6 +66,7 @@ def _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision):
         device="cpu" if cpu else (f"cuda:{gpu}" if gpu is not None else None),
         precision=precision,
         reporter=ui.Reporter(),
+        **check,
     )
 
 
@@ -82,6 +85,9 @@ def evaluate(
     gpu: Gpu = None,
     cpu: Cpu = False,
     precision: Precision = "auto",
+    gpu_memory: GpuMemory = None,
+    auto_fit: AutoFit = False,
+    force: Force = False,
     skip_bad_rows: SkipBadRows = False,
     as_json: AsJson = False,
 ) -> None:
@@ -90,15 +96,23 @@ def evaluate(
     A run folder brings its task, data folder, sequence length and batch size, so
     `bertctl evaluate RUN` reproduces the run's last metrics.json entry.
 
+    On a GPU (or with --gpu-memory SIZE) the memory a batch needs is estimated before anything is
+    loaded; if it would not fit, the command stops and names settings that do (--auto-fit
+    applies them).
+
     [bold]Examples[/]
 
       [cyan]bertctl evaluate runs/mrpc[/]
       [cyan]bertctl evaluate runs/mnli --json[/]                  accuracy and accuracy_mm
       [cyan]bertctl evaluate my-model --task sst-2 --data glue_data/SST-2 --gpu 0[/]
+      [cyan]bertctl evaluate runs/mrpc-large --gpu 0 --auto-fit[/]
     """
     from bertctl.train.evaluate import evaluate as run
 
-    target = _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision)
+    target = _load(
+        model, task, data, batch_size, max_seq_length, gpu, cpu, precision,
+        gpu_memory=gpu_memory, auto_fit=auto_fit, force=force, what="evaluation",
+    )  # fmt: skip
     report = run(target, split, skip_bad_rows=skip_bad_rows, reporter=ui.Reporter())
     if report.skipped:
         ui.warn(f"skipped malformed rows (--skip-bad-rows): {report.skipped}")
@@ -137,6 +151,9 @@ def predict(
     gpu: Gpu = None,
     cpu: Cpu = False,
     precision: Precision = "auto",
+    gpu_memory: GpuMemory = None,
+    auto_fit: AutoFit = False,
+    force: Force = False,
     skip_bad_rows: SkipBadRows = False,
     as_json: AsJson = False,
 ) -> None:
@@ -145,15 +162,22 @@ def predict(
     The submission holds `index<TAB>prediction`, labels spelt as GLUE spells them; Google's
     test_results.tsv holds each example's class probabilities (STS-B: the score).
 
+    On a GPU (or with --gpu-memory SIZE) the memory a batch needs is checked first, as in
+    `bertctl evaluate`.
+
     [bold]Examples[/]
 
       [cyan]bertctl predict runs/mrpc[/]                  runs/mrpc/predictions/MRPC.tsv
       [cyan]bertctl predict runs/mnli --out glue[/]       MNLI-m.tsv, MNLI-mm.tsv
       [cyan]bertctl predict my-model --task rte --data glue_data/RTE[/]
+      [cyan]bertctl predict runs/mrpc --gpu-memory 8GiB --auto-fit[/]
     """
     from bertctl.train.evaluate import predict as run
 
-    target = _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision)
+    target = _load(
+        model, task, data, batch_size, max_seq_length, gpu, cpu, precision,
+        gpu_memory=gpu_memory, auto_fit=auto_fit, force=force, what="prediction",
+    )  # fmt: skip
     report = run(target, split, out, skip_bad_rows=skip_bad_rows, reporter=ui.Reporter())
     if report.skipped:
         ui.warn(f"skipped malformed rows (--skip-bad-rows): {report.skipped}")

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Any
 
 import torch
 
-from bertctl import glue
+from bertctl import glue, memory
 from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
+from bertctl.train import preflight
 from bertctl.train.config import FinetuneConfig, resolve
 from bertctl.train.finetune import (
     check_seq_length,
@@ -169,13 +171,23 @@ def load(
     max_seq_length: int | None = None,
     device: str | None = None,
     precision: str = "auto",
+    gpu_memory: str | None = None,
+    auto_fit: bool = False,
+    force: bool = False,
+    what: str = "evaluation",
     reporter,
 ) -> Target:
     """Resolve the model and task, check they fit together, and load the model for inference.
 
+    On a GPU, or for `gpu_memory` (a card's size, on any device), the memory a forward pass
+    needs is checked first (`preflight.check_inference`): before the model is downloaded,
+    converted or loaded and before any data is read. `auto_fit` applies the best settings that
+    fit instead of refusing; `force` skips the check; `what` names the work in its message.
+
     Raises:
         BertctlError: no task known, the model's labels do not fit the task, the folder holds
-            no safetensors model, or its classifier was never trained.
+            no safetensors model, its classifier was never trained, or the estimate does not
+            fit the GPU's memory.
     """
     import transformers
     from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -183,13 +195,43 @@ def load(
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
+    preflight.check_flags(gpu_memory, auto_fit, force)
+    if batch_size is not None and batch_size < 1:
+        raise UsageError("--batch-size must be positive")
     run = find_run(spec)
     settings = run_config(run) if run is not None else None
     the_task = _task(task, run, settings)
     data_dir = _data_dir(the_task, data, settings)
     torch_device = pick_device(device)
+    pick_precision(precision, torch_device)  # a precision this device cannot run is refused first
+    model_spec = str(run) if run is not None else spec
+    batch_size = batch_size or (settings.eval_batch_size if settings else DEFAULT_BATCH_SIZE)
+    wanted_length = max_seq_length or (settings.max_seq_length if settings else DEFAULT_SEQ_LENGTH)
+
+    # Memory: on a GPU (or for --gpu-memory SIZE) the estimate, from the architecture alone,
+    # must fit before the model is downloaded, converted or loaded and before data is read.
+    labels = len(the_task.labels) if the_task.labels else 1
+    memory_check = functools.partial(
+        preflight.check_inference,
+        model_spec,
+        memory.InferenceSettings(batch_size, wanted_length, precision, labels),
+        torch_device,
+        reporter,
+        gpu_memory=gpu_memory,
+        auto_fit=auto_fit,
+        force=force,
+        what=what,
+    )
+    changes, checked = memory_check()
+    prepared = prepare(model_spec, None, reporter)
+    if not checked:  # a Hub model's config arrived with its download
+        changes, _ = memory_check(folder=prepared.folder)
+    # --auto-fit's changes: a smaller batch, bf16, or a length within the model's positions
+    batch_size = changes.get("batch_size", batch_size)
+    precision = changes.get("precision", precision)
+    if "max_seq_length" in changes:
+        wanted_length = max_seq_length = changes["max_seq_length"]
     autocast = pick_precision(precision, torch_device)
-    prepared = prepare(str(run) if run is not None else spec, None, reporter)
 
     model_label = str(run) if run is not None else prepared.label
     try:
@@ -233,10 +275,7 @@ def load(
     model.eval()
 
     positions = int(getattr(config, "max_position_embeddings", 512))
-    wanted_length = max_seq_length or (settings.max_seq_length if settings else DEFAULT_SEQ_LENGTH)
     seq_length = check_seq_length(wanted_length, max_seq_length is not None, positions, reporter)
-    if batch_size is not None and batch_size < 1:
-        raise UsageError("--batch-size must be positive")
     return Target(
         model=model,
         prepared=prepared,
@@ -245,7 +284,7 @@ def load(
         run=run,
         device=torch_device,
         autocast=autocast,
-        batch_size=batch_size or (settings.eval_batch_size if settings else DEFAULT_BATCH_SIZE),
+        batch_size=batch_size,
         max_seq_length=seq_length,
         language=settings.language if settings else None,
         label_order=order,

@@ -1,20 +1,24 @@
-"""The memory check before a training run: refuse, fit, or let it start.
+"""The memory check before a training run or an evaluation: refuse, fit, or let it start.
 
 It runs before any data is read or weights are loaded (for a catalogue model, before the
-download), when training on a GPU (against its free memory) or when `--gpu-memory SIZE` names a
+download), when the run uses a GPU (against its free memory) or when `--gpu-memory SIZE` names a
 card to plan for (on any device: the documented way to plan, and to test, without a GPU). When the
 estimate does not fit, the run stops with need vs available and the best settings that fit, as
-flags; `--auto-fit` applies them instead; `--force` skips the check.
+flags; `--auto-fit` applies them instead; `--force` skips the check. `check` serves
+`bertctl finetune`, `check_inference` serves `bertctl evaluate` and `predict`; both end in
+`settle`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from bertctl import memory, modelref
 from bertctl.bertconfig import BertConfig, load_config, require_config
-from bertctl.errors import BertctlError
+from bertctl.errors import BertctlError, UsageError
 from bertctl.train.config import FinetuneConfig
 from bertctl.train.modeling import RUN_MARKER, default_model_spec
 
@@ -55,34 +59,121 @@ def check(
         memory.settings_of(cfg, precision=run_precision(cfg.precision, device)), max_seq_length=seq
     )
     need = memory.estimate_settings(config, current, ATTENTION)
+    best = settle(
+        need,
+        budget,
+        lambda: memory.fit(config, current, budget.bytes, bf16=budget.bf16, attention=ATTENTION),
+        cfg.auto_fit,
+        reporter,
+        lambda found: refusal(config, current, need, budget, found),
+    )
+    return (replace(cfg, **best.changes) if best else cfg), True
+
+
+def check_inference(
+    spec: str,
+    settings: memory.InferenceSettings,
+    device,
+    reporter,
+    *,
+    gpu_memory: str | None,
+    auto_fit: bool,
+    force: bool,
+    what: str = "evaluation",
+    folder: Path | None = None,
+) -> tuple[dict[str, Any], bool]:
+    """`check` for `bertctl evaluate` and `predict`: does a forward pass without gradients fit?
+
+    Args:
+        spec: the model (a run folder, model folder, catalogue name or hub:ORG/NAME).
+        settings: the eval batch, sequence length, precision (`auto` allowed) and labels.
+        device: the torch device the model will run on.
+        gpu_memory, auto_fit, force: the flags of the same names.
+        what: "evaluation" or "prediction", for the error message.
+        folder: an HF-format folder to read the architecture from (a Hub model, once downloaded).
+
+    Returns:
+        The changes --auto-fit made (`batch_size`, `precision`, `max_seq_length`; empty when
+        none), and whether it could check (False when the model's config is not here yet).
+
+    Raises:
+        BertctlError: the estimate exceeds the budget (and neither --auto-fit nor --force).
+    """
+    budget = budget_of(gpu_memory, device)
+    if budget is None:
+        return {}, True
+    if force:
+        reporter.step("Memory check skipped (--force)")
+        return {}, True
+    config = model_config(spec, folder)
+    if config is None:
+        return {}, False
+    current = replace(
+        settings,
+        precision=run_precision(settings.precision, device),
+        max_seq_length=min(settings.max_seq_length, config.max_position_embeddings),
+    )
+    need = memory.estimate_settings(config, current, ATTENTION)
+    best = settle(
+        need,
+        budget,
+        lambda: memory.fit(config, current, budget.bytes, bf16=budget.bf16, attention=ATTENTION),
+        auto_fit,
+        reporter,
+        lambda found: inference_refusal(config, current, need, budget, found, what),
+    )
+    return (dict(best.changes) if best else {}), True
+
+
+def check_flags(gpu_memory: str | None, auto_fit: bool, force: bool) -> None:
+    """Usage errors in the memory flags, before anything else is done."""
+    if auto_fit and force:
+        raise UsageError("--auto-fit and --force both given; pass one")
+    if gpu_memory is not None:
+        memory.parse_size(gpu_memory, "--gpu-memory")
+
+
+def settle(
+    need: memory.Estimate | memory.InferenceEstimate,
+    budget: Budget,
+    find: Callable[[], list[memory.Suggestion]],
+    auto_fit: bool,
+    reporter,
+    refuse: Callable[[list[memory.Suggestion]], BertctlError],
+) -> memory.Suggestion | None:
+    """The end of every check: None when `need` fits the budget; else, with --auto-fit, the best
+    of the settings `find` returns; else the breakdown and those settings are shown and the
+    error `refuse` makes of them is raised."""
+    fmt = memory.format_bytes
     if need.total <= budget.bytes:
-        reporter.step(
-            f"Memory: {memory.format_bytes(need.total)} needed of {memory.format_bytes(budget.bytes)} "
-            f"({budget.source})"
-        )
-        return cfg, True
-    suggestions = memory.fit(config, current, budget.bytes, bf16=budget.bf16, attention=ATTENTION)
-    if cfg.auto_fit and suggestions:
+        reporter.step(f"Memory: {fmt(need.total)} needed of {fmt(budget.bytes)} ({budget.source})")
+        return None
+    suggestions = find()
+    if auto_fit and suggestions:
         best = suggestions[0]
         reporter.step(
-            f"--auto-fit: {best.flags} ({memory.format_bytes(best.estimate.total)} of "
-            f"{memory.format_bytes(budget.bytes)}; the settings as given need "
-            f"{memory.format_bytes(need.total)})"
+            f"--auto-fit: {best.flags} ({fmt(best.estimate.total)} of {fmt(budget.bytes)}; "
+            f"the settings as given need {fmt(need.total)})"
         )
-        return replace(cfg, **best.changes), True
+        return best
     report(need, budget, suggestions, reporter)
-    raise refusal(config, current, need, budget, suggestions)
+    raise refuse(suggestions)
 
 
 def budget_for(cfg: FinetuneConfig, device) -> Budget | None:
+    """The budget for a run configured by `cfg` (its `gpu_memory`): see `budget_of`."""
+    return budget_of(cfg.gpu_memory, device)
+
+
+def budget_of(gpu_memory: str | None, device) -> Budget | None:
     """--gpu-memory (a card's total, less the CUDA context), else the free memory of the GPU the
     run uses, else None (a CPU run: nothing to check)."""
     on_gpu = device.type == "cuda"
-    if cfg.gpu_memory is not None:
-        card = memory.parse_size(cfg.gpu_memory, "--gpu-memory")
+    if gpu_memory is not None:
+        card = memory.parse_size(gpu_memory, "--gpu-memory")
         return Budget(
             memory.usable(card),
-            f"--gpu-memory {cfg.gpu_memory} less {memory.format_bytes(memory.CONTEXT_BYTES)} "
+            f"--gpu-memory {gpu_memory} less {memory.format_bytes(memory.CONTEXT_BYTES)} "
             "for the CUDA context",
             on_gpu and _bf16(device),
         )
@@ -138,7 +229,7 @@ def describe(settings: memory.Settings) -> str:
 
 
 def report(
-    need: memory.Estimate,
+    need: memory.Estimate | memory.InferenceEstimate,
     budget: Budget,
     suggestions: list[memory.Suggestion],
     reporter,
@@ -186,6 +277,40 @@ def refusal(
         message,
         f"no settings fit: even a micro-batch of 1 with gradient checkpointing needs about "
         f"{fmt(floor)}; use a GPU with at least {card} (try bertctl plan MODEL --gpu-memory SIZE), "
+        "a smaller model, or --force to skip this check",
+    )
+
+
+def inference_refusal(
+    config: BertConfig,
+    current: memory.InferenceSettings,
+    need: memory.InferenceEstimate,
+    budget: Budget,
+    suggestions: list[memory.Suggestion],
+    what: str = "evaluation",
+) -> BertctlError:
+    """`refusal` for evaluate and predict: need vs available, and the flags to pass."""
+    fmt = memory.format_bytes
+    message = (
+        f"{what} needs about {fmt(need.total)} of GPU memory (batch {current.batch_size} x "
+        f"{current.max_seq_length} tokens, {current.precision}) but {fmt(budget.bytes)} is "
+        f"available ({budget.source})"
+    )
+    if suggestions:
+        best = suggestions[0]
+        return BertctlError(
+            message,
+            f"pass {best.flags} (about {fmt(best.estimate.total)}), or --auto-fit to apply it, "
+            "or --force to skip this check",
+        )
+    smallest = replace(
+        current, batch_size=1, precision="bf16" if budget.bf16 else current.precision
+    )
+    floor = memory.estimate_settings(config, smallest, ATTENTION)
+    return BertctlError(
+        message,
+        f"no settings fit: even a batch of 1 needs about {fmt(floor.total)} (the weights alone "
+        f"{fmt(floor.weights)}); use a GPU with at least {fmt(floor.total + memory.CONTEXT_BYTES)}, "
         "a smaller model, or --force to skip this check",
     )
 
