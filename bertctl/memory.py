@@ -1,9 +1,9 @@
 """Peak GPU memory of training BERT, from the config alone: estimate, largest batch, what fits.
 
-Pure arithmetic (no torch): `bertctl plan`, the fine-tuning preflight and the tests use it on
-any machine. The model is the one `bertctl finetune` trains: transformers' BertModel with a
-sequence-classification head (or Google's pretraining heads), PyTorch autograd, the caching
-allocator, and bertctl's optimizers.
+Pure arithmetic (no torch): `bertctl plan`, the fine-tuning and evaluation preflights and the
+tests use it on any machine. The model is the one `bertctl finetune` trains: transformers'
+BertModel with a sequence-classification head (or Google's pretraining heads), PyTorch autograd,
+the caching allocator, and bertctl's optimizers.
 
 What is counted, for a micro-batch of b sequences of length s (hidden h, heads a, intermediate i,
 L layers, vocabulary V, P parameters; 16-bit means bf16 or fp16 autocast):
@@ -30,7 +30,8 @@ beside `max_memory_allocated`.
 
 The peak is the largest of three moments of a training step: the start of the backward pass
 (every activation saved), the end of the backward pass (every gradient written) and the optimizer
-step (moments and their temporaries). Evaluation runs without gradients and needs less.
+step (moments and their temporaries). Evaluation runs without gradients and needs less: see
+`inference_moments` and `estimate_inference`.
 """
 
 from __future__ import annotations
