@@ -624,8 +624,9 @@ def inference_moments(
     BertLayer, which holds them until it returns: 4·B through the rest of the layer.
 
     For i = 4h the peak is 44·t·h bytes in fp32 (at the GELU: embedding output, layer input,
-    A, and two b·s·i tensors) and 30·t·h under autocast (at the output LayerNorm), against 66
-    and 42 per layer, for every layer, that training saves (`layer_activation_bytes`).
+    A, and two b·s·i tensors) and 30·t·h under autocast (at the output LayerNorm), plus the
+    batch and the mask, against the 66 and 42 per layer, for every layer, that training saves
+    (`layer_activation_bytes`). At 512 tokens the SDPA masks can set the peak instead.
 
     Autocast's weight copies (2 bytes per weight and bias): under inference_mode it keeps none
     of its casts (measured with torch 2.13: each cast is freed when its matmul returns; under
@@ -820,9 +821,8 @@ def max_eval_batch(
     """The largest batch (at most `limit`) whose inference estimate fits; 0 when none does."""
 
     def fits(b: int) -> bool:
-        return estimate_settings(config, replace(settings, batch_size=b), attention).total <= (
-            budget_bytes
-        )
+        need = estimate_settings(config, replace(settings, batch_size=b), attention)
+        return need.total <= budget_bytes
 
     if not fits(1):
         return 0
