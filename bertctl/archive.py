@@ -196,6 +196,30 @@ def stream_member(
     )
 
 
+def read_member(zf: zipfile.ZipFile, name: str, label: str, limit: int = 64 << 20) -> bytes:
+    """The bytes of a small member (a config, a vocab, a checkpoint index), checked.
+
+    The size the zip records is checked against ``limit`` before anything is decompressed, so a
+    member that claims gigabytes is refused instead of filling memory; damaged data or a wrong
+    CRC-32 is an :class:`ArchiveError` naming the zip and the member.
+
+    Raises:
+        KeyError: the zip has no member ``name``.
+        ArchiveError: the member is too large or cannot be read intact.
+    """
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise ArchiveError(
+            f"{label}: {name} claims {info.file_size:,} bytes, far more than such a file holds",
+            "this is not an intact release zip; " + _REDOWNLOAD,
+        )
+    parts: list[bytes] = []
+    check = stream_member(zf, info, label, sink=parts.append)
+    if not check.ok:
+        raise ArchiveError(check.detail)
+    return b"".join(parts)
+
+
 def file_members(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     """Every member that is not a folder entry, in the order they lie in the file."""
     return sorted((i for i in zf.infolist() if not i.is_dir()), key=lambda i: i.header_offset)

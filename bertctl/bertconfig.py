@@ -38,6 +38,10 @@ INT_KEYS = (
     "type_vocab_size",
 )
 PROB_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+# Sizes beyond these come from a damaged or crafted file, not a model: TensorFlow stores shapes
+# as int32, and every layer is listed tensor by tensor (a billion layers would never finish).
+MAX_SIZE = 2**31 - 1
+MAX_LAYERS = 1000
 # Google's modeling.get_activation accepts these names.
 ACTIVATIONS = ("gelu", "relu", "tanh", "linear")
 # Keys the multilingual/Chinese configs carry that no code reads.
@@ -146,6 +150,11 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_positive_number(value: Any) -> bool:
+    """A finite number above 0 (JSON as Python reads it also spells Infinity and NaN)."""
+    return _is_number(value) and 0 < value < float("inf")
+
+
 def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
     """Validate a parsed bert_config.json / config.json and apply Google's defaults.
 
@@ -179,10 +188,14 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
                 Problem("warning", f"{source}: {key} is {value!r}; read as {int(value)}")
             )
             value = int(value)
+        limit = MAX_LAYERS if key == "num_hidden_layers" else MAX_SIZE
         if not _is_int(value):
             err(f"{source}: {key} must be a whole number, got {json.dumps(value)}")
         elif value <= 0:
             err(f"{source}: {key} must be positive, got {value}")
+        elif value > limit:
+            shown = f"{value:,}" if value < 10**15 else f"a {len(str(value))}-digit number"
+            err(f"{source}: {key} is {shown}, beyond any BERT (at most {limit:,})")
         else:
             values[key] = value
     for key in PROB_KEYS:
@@ -196,7 +209,7 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
     if "initializer_range" not in raw:
         values["initializer_range"] = GOOGLE_DEFAULTS["initializer_range"]
         defaults.append("initializer_range")
-    elif not _is_number(raw["initializer_range"]) or raw["initializer_range"] <= 0:
+    elif not _is_positive_number(raw["initializer_range"]):
         err(
             f"{source}: initializer_range must be a positive number, got {raw['initializer_range']!r}"
         )
@@ -211,7 +224,7 @@ def check_config(raw: Any, source: str = "bert_config.json") -> LoadedConfig:
     else:
         values["hidden_act"] = act
     if "layer_norm_eps" in raw:
-        if not _is_number(raw["layer_norm_eps"]) or raw["layer_norm_eps"] <= 0:
+        if not _is_positive_number(raw["layer_norm_eps"]):
             err(
                 f"{source}: layer_norm_eps must be a positive number, got {raw['layer_norm_eps']!r}"
             )
@@ -274,6 +287,14 @@ def parse_config_bytes(data: bytes, source: str) -> LoadedConfig:
         raise ConfigError(
             f"{source}:{exc.lineno}:{exc.colno}: invalid JSON ({exc.msg})",
             "fix the file or restore the original bert_config.json",
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        # A number of thousands of digits (Python's int limit) or nesting thousands deep: no
+        # config looks like that.
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        raise ConfigError(
+            f"{source}: not a config file ({what})",
+            "restore the bert_config.json that came with the model",
         ) from None
     return check_config(raw, source)
 

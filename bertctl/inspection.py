@@ -6,12 +6,11 @@ Returns a plain report value; the command renders it as tables or JSON and picks
 from __future__ import annotations
 
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertctl import modelref
+from bertctl import archive, modelref
 from bertctl.bertconfig import (
     TRAINING_NAMES,
     TRAINING_SUFFIXES,
@@ -281,12 +280,14 @@ def _inspect_zip(report: Report, ref: modelref.ModelRef, tensors: bool) -> Repor
 
     assert ref.path is not None
     folder = f"{ref.zip_folder}/" if ref.zip_folder else ""
-    with zipfile.ZipFile(ref.path) as zf:
+    with archive.open_zip(ref.path) as zf:
         members = {i.filename: i for i in zf.infolist()}
+        config_name = f"{folder}bert_config.json"
         config = _add_config(
             report,
             parse_config_bytes(
-                zf.read(f"{folder}bert_config.json"), f"{ref.path}:{folder}bert_config.json"
+                archive.read_member(zf, config_name, str(ref.path), modelref.CONFIG_LIMIT),
+                f"{ref.path}:{config_name}",
             ),
         )
         if f"{folder}vocab.txt" in members:
@@ -305,7 +306,7 @@ def _inspect_zip(report: Report, ref: modelref.ModelRef, tensors: bool) -> Repor
             return report
         with tempfile.TemporaryDirectory(prefix="bertctl-inspect-") as tmp:
             local = Path(tmp) / Path(index[0]).name
-            local.write_bytes(zf.read(index[0]))
+            local.write_bytes(archive.read_member(zf, index[0], str(ref.path)))
             ckpt = tfcheckpoint.Checkpoint(Path(tmp) / local.name[: -len(".index")])
             info, problems = _checkpoint_info(
                 ckpt, f"{ref.path}:{index[0][: -len('.index')]}", config, tensors

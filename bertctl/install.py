@@ -100,7 +100,9 @@ def is_complete(folder: Path) -> dict[str, Any] | None:
 
 def _check_room(zip_file: Path, folder: Path) -> None:
     """Extraction and conversion need about twice the unpacked size; fail before starting."""
-    with zipfile.ZipFile(zip_file) as zf:
+    from bertctl import archive
+
+    with archive.open_zip(zip_file) as zf:
         unpacked = sum(i.file_size for i in zf.infolist())
     folder.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(folder.parent).free
@@ -269,7 +271,7 @@ def convert_source(
         release = None
         if path.is_file() and zipfile.is_zipfile(path):
             reporter.step(f"Extracting {path.name}")
-            with zipfile.ZipFile(path) as zf:
+            with archive.open_zip(path) as zf:
                 inner = archive.find_model_folder(zf, str(path))
             release = catalog.find(inner.rsplit("/", 1)[-1]) if inner else catalog.find(path.stem)
             folder = archive.safe_extract(path, Path(tmp) / "release")

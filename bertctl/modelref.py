@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertctl import catalog, store
+from bertctl import archive, catalog, store
 from bertctl.bertconfig import (
     BertConfig,
     check_config,
@@ -24,6 +24,8 @@ from bertctl.bertconfig import (
 from bertctl.errors import BertctlError, CasingError, ConfigError, UsageError
 from bertctl.tokenization import Tokenizer, Vocab, bundled_vocab, load_vocab, parse_vocab
 
+# The most a config read from a zip may claim: a bert_config.json is under 1 kB.
+CONFIG_LIMIT = 1 << 20
 UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
 
@@ -70,7 +72,7 @@ def resolve(arg: str) -> ModelRef:
     path = Path(arg).expanduser()
     if path.is_file():
         if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
+            with archive.open_zip(path) as zf:
                 member = zip_config_member(zf)
             if member is None:
                 raise BertctlError(
@@ -138,10 +140,11 @@ def bert_config(ref: ModelRef) -> BertConfig:
         )
     assert ref.path is not None
     if ref.kind == "release-zip":
-        with zipfile.ZipFile(ref.path) as zf:
+        with archive.open_zip(ref.path) as zf:
             member = zip_config_member(zf)
             assert member is not None  # resolve() checked
-            return require_config(parse_config_bytes(zf.read(member), f"{ref.path}:{member}"))
+            data = archive.read_member(zf, member, str(ref.path), CONFIG_LIMIT)
+            return require_config(parse_config_bytes(data, f"{ref.path}:{member}"))
     if ref.kind == "config-file":
         return require_config(load_config(ref.path))
     if ref.kind == "hf-folder":
@@ -173,9 +176,9 @@ def read_vocab(ref: ModelRef) -> Vocab | None:
     if ref.kind == "release-zip":
         assert ref.path is not None
         member = f"{ref.zip_folder}/vocab.txt" if ref.zip_folder else "vocab.txt"
-        with zipfile.ZipFile(ref.path) as zf:
+        with archive.open_zip(ref.path) as zf:
             try:
-                data = zf.read(member)
+                data = archive.read_member(zf, member, str(ref.path))
             except KeyError:
                 return None
         return parse_vocab(data, source=f"{ref.path}:{member}")

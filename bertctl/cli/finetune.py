@@ -202,16 +202,15 @@ def finetune(
 
 def _run_settings(out: str | None, task: str | None) -> Path | None:
     """--resume: the config.yaml the run in --out was started with (None when it has none)."""
-    import yaml
-
     from bertctl.errors import UsageError
+    from bertctl.train.config import load_mapping
 
     if out is None:
         raise UsageError("--resume needs --out", "pass the folder of the run to continue")
     path = Path(out) / "config.yaml"
     if not path.is_file():
         return None
-    saved = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("task")
+    saved = load_mapping(path, "pass the --out folder of a `bertctl finetune` run").get("task")
     if task is not None and saved is not None:
         from bertctl.glue import get_task
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -78,13 +80,26 @@ class FinetuneConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        finite = math.isfinite
         checks = [
-            (self.epochs > 0, "--epochs must be positive"),
+            (finite(self.epochs) and self.epochs > 0, "--epochs must be positive"),
             (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
             (self.batch_size > 0, "--batch-size must be positive"),
             (self.eval_batch_size > 0, "--eval-batch-size must be positive"),
-            (self.lr > 0, "--lr must be positive"),
+            (finite(self.lr) and self.lr > 0, "--lr must be positive"),
             (0 <= self.warmup < 1, "--warmup is a fraction of the steps, in [0, 1)"),
+            (
+                finite(self.weight_decay) and self.weight_decay >= 0,
+                "weight_decay must be 0 or more",
+            ),
+            (
+                finite(self.max_grad_norm) and self.max_grad_norm > 0,
+                "max_grad_norm must be positive",
+            ),
+            (0 <= self.seed < 2**32, "--seed must be between 0 and 4294967295"),
+            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
+            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1"),
+            (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
             (3 <= self.max_seq_length <= 8192, "--max-seq-length must be between 3 and 8192"),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
@@ -113,24 +128,65 @@ class FinetuneConfig:
 FIELDS = {f.name for f in fields(FinetuneConfig)} - {"extra"}
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping of FinetuneConfig fields (dashes or underscores), unknown keys refused."""
+_MAX_YAML_CHARS = 1 << 20
+_MAX_YAML_DEPTH = 64
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ and { (quotes are not parsed: a bound, not a YAML reader)."""
+    depth = deepest = 0
+    for bracket in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if bracket in "[{" else max(depth - 1, 0)
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_mapping(path: Path, hint: str = "pass a YAML file of settings to --config") -> dict:
+    """A YAML file that holds a mapping (or nothing), read with `safe_load`: tags that would
+    build Python objects are refused, never run. Every way it can fail is one BertctlError
+    naming the file (and the line, for a syntax error); `hint` says what to pass instead."""
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
+        raise BertctlError(f"{path}: no such file", hint) from None
+    except IsADirectoryError:
+        raise BertctlError(f"{path} is a folder", hint) from None
+    except OSError as exc:
+        raise BertctlError(f"{path}: cannot read ({exc.strerror or exc})", hint) from None
+    except UnicodeDecodeError as exc:
         raise BertctlError(
-            f"{path}: no such file", "pass a YAML file of settings to --config"
+            f"{path}: not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
         ) from None
+    if len(text) > _MAX_YAML_CHARS or _flow_depth(text) > _MAX_YAML_DEPTH:
+        # PyYAML takes quadratic time on deeply nested [ and { (and recurses on any deep
+        # nesting); no settings file is either deep or large, so such a file is refused unread.
+        raise BertctlError(
+            f"{path}: too large or nested too deeply to be a settings file", "fix the file"
+        )
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise BertctlError(
             f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})", "fix the file"
         ) from None
+    except RecursionError:
+        raise BertctlError(
+            f"{path}: nested too deeply to be a settings file", "fix the file"
+        ) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise BertctlError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+        raise BertctlError(
+            f"{path}: expected a mapping of settings, got {type(raw).__name__}", hint
+        )
+    return raw
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping of FinetuneConfig fields (dashes or underscores), unknown keys refused."""
+    raw = load_mapping(path)
     out = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
@@ -155,6 +211,10 @@ def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConf
     values: dict[str, Any] = {}
     if yaml_path is not None:
         values.update({k: _coerce(k, v, yaml_path) for k, v in read_yaml(yaml_path).items()})
+        try:  # a bad value in the file is reported with the file's name
+            FinetuneConfig(**values)
+        except UsageError as exc:
+            raise UsageError(f"{yaml_path}: {exc.message}", "fix the value in the file") from None
     values.update({k: v for k, v in flags.items() if v is not None})
     try:
         return FinetuneConfig(**values), set(values)
@@ -171,10 +231,14 @@ def _coerce(name: str, value: Any, source: Path) -> Any:
     if value is None:
         return None
     try:
+        # A list or mapping is never a setting, and YAML aliases can make one astronomically
+        # large when stringified, so nothing below ever turns one into text.
+        if isinstance(value, (list, dict, bytes)):
+            raise TypeError
         if kind.startswith("float"):
             return float(value)
         if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
         if kind.startswith("bool"):
@@ -182,13 +246,25 @@ def _coerce(name: str, value: Any, source: Path) -> Any:
                 raise ValueError
             return value
         if kind.startswith("str"):
+            if isinstance(value, bool):
+                raise ValueError  # `yes`, `no`, `on`, `off` unquoted are YAML booleans
             return str(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BertctlError(
-            f"{source}: {name} must be {kind.split(' ')[0]}, got {value!r}",
-            "fix the value in the file",
+            f"{source}: {name} must be {kind.split(' ')[0]}, got {_describe(value)}",
+            "fix the value in the file (quote text that YAML would read otherwise)",
         ) from None
     return value
+
+
+def _describe(value: Any) -> str:
+    """A short description of a YAML value for a message (never the repr of a huge list)."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def small_model_defaults(hidden_size: int, num_layers: int) -> dict[str, Any]:
