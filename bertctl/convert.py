@@ -684,6 +684,14 @@ def convert(
         for name, value in files.items():
             _write_json(temp / name, value)
         _publish(temp, out_dir)
+    except OSError as exc:  # most often a full disk; the folder being built is dropped
+        shutil.rmtree(temp, ignore_errors=True)
+        need = sum(item.entry.size for item in plan.items)
+        raise ConvertError(
+            f"cannot write the converted model beside {out_dir}: {exc.strerror or exc}",
+            f"free some disk space (it needs about {need / 1e6:,.1f} MB) and run again; "
+            f"{out_dir} was left as it was",
+        ) from exc
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise

@@ -538,6 +538,14 @@ class _Download:
             try:
                 if self._attempt():
                     return self._finish()
+            except OSError as exc:
+                # Network errors became _Retry inside _attempt; this is the disk (full, or not
+                # writable) under the part file or its sidecar. What is on disk stays valid.
+                where = exc.filename or self.part
+                raise DownloadError(
+                    f"cannot write {where}: {exc.strerror or exc}",
+                    hint="free some space or check the folder's permissions; run again to resume",
+                ) from exc
             except _Refetch as exc:
                 # Thrown-away responses count as failures only when nothing was on disk to
                 # throw away: a server that keeps answering byte 0 oddly must not loop forever.

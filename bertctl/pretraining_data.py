@@ -733,6 +733,14 @@ def prepare(
         manifest = _manifest(files, tokenizer, tokenizer_description, cfg, shards, statistics)
         (tmp / MANIFEST).write_text(_dump_json(manifest), encoding="utf-8")
         _replace(tmp, out)
+    except OSError as exc:  # most often a full disk; the half-built folder is dropped
+        shutil.rmtree(tmp, ignore_errors=True)
+        if exc.filename is not None and Path(exc.filename) in files:
+            raise BertctlError(f"cannot read {exc.filename}: {exc.strerror}") from exc
+        raise BertctlError(
+            f"cannot write the shards beside {out}: {exc.strerror or exc}",
+            f"free some disk space and run again; {out} was left as it was",
+        ) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -95,5 +95,10 @@ def replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old)
     if target.exists():
         target.rename(old)
-    new.rename(target)
+    try:
+        new.rename(target)
+    except OSError:
+        if old.exists() and not target.exists():
+            old.rename(target)  # put the old folder back rather than leave none
+        raise
     shutil.rmtree(old, ignore_errors=True)

@@ -783,9 +783,7 @@ def _pretrain(
                 saved[key] = str(Path(saved[key]).expanduser().resolve())
         _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
         # The vocabulary travels with the run: save_final copies it into final/.
-        (out / "vocab.txt").write_text(
-            "\n".join(source.tokenizer.vocab.tokens) + "\n", encoding="utf-8"
-        )
+        _write_text(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")
         info = {
             "status": "running",
             "kind": "pretrain",

@@ -178,28 +178,48 @@ def save_checkpoint(
     `rng`: the generator states to store (default: the current ones); `loss`: the training loss
     of the last step, for eval_results.txt when a resumed run has no step left to train.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     root = out / CHECKPOINTS
-    root.mkdir(exist_ok=True)
     final = root / f"step-{step:07d}"
     if final.exists():
         return final
     tmp = root / f".step-{step:07d}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    state = {k: v.detach().contiguous().cpu() for k, v in unique_tensors(model).items()}
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
-    state: dict[str, Any] = {"step": step, "history": history}
-    if loss is not None and loss == loss:  # NaN is not JSON
-        state["loss"] = loss
-    store.write_json_atomic(tmp / "state.json", state)
-    os.replace(tmp, final)
+    try:
+        root.mkdir(exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        weights = {k: v.detach().contiguous().cpu() for k, v in unique_tensors(model).items()}
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(rng if rng is not None else rng_state(), tmp / "rng.pt")
+        state: dict[str, Any] = {"step": step, "history": history}
+        if loss is not None and loss == loss:  # NaN is not JSON
+            state["loss"] = loss
+        store.write_json_atomic(tmp / "state.json", state)
+        os.replace(tmp, final)
+    except (OSError, RuntimeError, SafetensorError) as exc:
+        # A full disk (or a file-size limit) shows up as any of these, depending on which
+        # writer hit it. The checkpoint is published by the rename only, so the previous one
+        # is untouched; the half-written folder goes.
+        shutil.rmtree(tmp, ignore_errors=True)
+        latest = latest_checkpoint(out)
+        kept = f"{latest.name} is intact" if latest else "no earlier checkpoint exists"
+        raise BertctlError(
+            f"cannot write checkpoint {final} ({_reason(exc)}); the last checkpoint, {kept}",
+            "free some disk space, then continue the run with --resume",
+        ) from exc
     for old in sorted(root.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of what went wrong, short enough for one error line."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def unique_tensors(model) -> dict[str, torch.Tensor]:
@@ -225,28 +245,55 @@ def latest_checkpoint(out: Path) -> Path | None:
 def load_latest(out: Path, model, optimizer, device: torch.device) -> dict[str, Any] | None:
     """Restore model, optimizer and RNG from the newest checkpoint; None when there is none.
 
-    Only tensors are read back (`weights_only=True`): a checkpoint can never run code.
+    Only tensors are read back (`weights_only=True`): a checkpoint can never run code. A file
+    that is damaged, or is a pickle that wants to build objects, is refused with an error that
+    names it; nothing of it is applied.
     """
     from safetensors.torch import load_file
 
     ckpt = latest_checkpoint(out)
     if ckpt is None:
         return None
-    weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+
+    def refuse(name: str, why: str) -> BertctlError:
+        return BertctlError(
+            f"cannot resume from {ckpt / name}: {why}",
+            f"delete {ckpt} to resume from the checkpoint before it, or start a new --out",
+        )
+
+    try:
+        weights = load_file(str(ckpt / "model.safetensors"), device=str(device))
+    except Exception as exc:  # a damaged file can fail in the Rust reader in many ways
+        raise refuse("model.safetensors", _reason(exc)) from exc
     if set(weights) != set(unique_tensors(model)):
         raise BertctlError(
             f"{ckpt} does not hold this model's weights",
             "resume with the settings the run was started with",
         )
+    try:
+        optim = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
+    except Exception as exc:  # UnpicklingError for a pickle with code in it, others for damage
+        raise refuse("optimizer.pt", f"not a plain tensor file ({_reason(exc)})") from exc
+    try:
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        cpu_rng = rng["cpu"]
+    except Exception as exc:
+        raise refuse("rng.pt", f"not a plain tensor file ({_reason(exc)})") from exc
+    try:
+        state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no step number")
+    except (OSError, ValueError) as exc:
+        raise refuse("state.json", _reason(exc)) from exc
     model.load_state_dict(weights, strict=False)  # tied weights are stored once (unique_tensors)
-    optimizer.load_state_dict(
-        torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
-    )
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["cpu"])
+    try:
+        optimizer.load_state_dict(optim)
+        torch.set_rng_state(cpu_rng)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise refuse("optimizer.pt", f"it does not fit this run ({_reason(exc)})") from exc
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+    return state
 
 
 # --------------------------------------------------------------------------------------------
@@ -272,9 +319,7 @@ def save_final(final: Path, model, prepared, task) -> None:
         (tmp / name).write_text(
             json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    store.replace_folder(tmp, final)  # the old final/ is moved aside, never half-replaced
 
 
 def mark_done(
@@ -326,6 +371,8 @@ def plot(out: Path, history: list[dict[str, Any]]) -> Path | None:
     fig.suptitle(out.name)
     fig.tight_layout()
     path = out / "curves.png"
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(".curves.png.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
