@@ -88,7 +88,6 @@ def run_bertctl(args, model: Path, text: Path, tmp: Path) -> dict:
 
 
 def run_trainer(args, model: Path, text: Path, tmp: Path) -> dict:
-    from datasets import Dataset
     from transformers import (
         AutoTokenizer,
         BertForMaskedLM,
@@ -108,7 +107,7 @@ def run_trainer(args, model: Path, text: Path, tmp: Path) -> dict:
     blocks = [ids[i : i + size] for i in range(0, len(ids) - size + 1, size)]
     needed = args.steps * args.batch_size
     blocks = (blocks * (needed // len(blocks) + 1))[:needed]
-    dataset = Dataset.from_dict({"input_ids": blocks})
+    dataset = [{"input_ids": block} for block in blocks]  # a map-style dataset to Trainer
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
