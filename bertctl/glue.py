@@ -798,6 +798,13 @@ def _write_atomic(path: Path | str, lines: Iterable[str]) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)
+    except OSError as exc:  # a full disk, most often: the file as it was stays in place
+        Path(temp).unlink(missing_ok=True)
+        raise GlueError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            "free some disk space (or choose another folder) and run again; "
+            "an earlier file of that name is unchanged",
+        ) from exc
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise

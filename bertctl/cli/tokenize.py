@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -140,6 +142,27 @@ def _open_input(name: str) -> tuple[BinaryIO, int | None, str]:
     return handle, path.stat().st_size, str(path)
 
 
+def _output_writer():
+    """A function that writes text to stdout completely, or raises OSError.
+
+    Python's buffered stdout can accept a large write only in part on a full disk (a short
+    write) and still report success, which would cut the output short in silence; the bytes
+    are written here in a loop until all of them are out or the system refuses.
+    """
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:  # a text-only stream, as when a test captures the output
+        return sys.stdout.write
+    sys.stdout.flush()
+    encoding, errors = sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict"
+
+    def write_all(text: str) -> None:
+        view = memoryview(text.encode(encoding, errors))
+        while view:
+            view = view[buffer.write(view) :]
+
+    return write_all
+
+
 def _tokenize_stream(
     tokenizer, name: str, as_json: bool, max_seq_length: int | None, workers: int | None
 ) -> None:
@@ -149,7 +172,7 @@ def _tokenize_stream(
     handle, size, label = _open_input(name)
     fmt = OutputFormat(as_json, max_seq_length)
     n_workers = workers if workers is not None else default_workers(size)
-    write = sys.stdout.write
+    write = _output_writer()
     bad_lines: list[int] = []
     lines = 0
     try:
@@ -159,10 +182,19 @@ def _tokenize_stream(
                 lines += block.lines
                 bad_lines.extend(block.bad_lines)
                 bar.advance(block.nbytes, postfix=f"{lines:,} lines")
+        sys.stdout.flush()
+    except OSError as exc:
+        # A full disk under a redirected stdout. The bytes still buffered cannot be written
+        # either; point stdout at /dev/null so the exit flush does not fail a second time.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise BertctlError(
+            f"cannot write the output after {lines:,} lines: {exc.strerror or exc}",
+            "free some disk space (or write elsewhere) and run again",
+        ) from None
     finally:
         if handle is not sys.stdin.buffer:
             handle.close()
-    sys.stdout.flush()
     if bad_lines:
         ui.warn(
             f"{label}: {len(bad_lines)} line(s) held bytes that are not UTF-8 (first: line "

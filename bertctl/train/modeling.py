@@ -67,8 +67,11 @@ def _hf_folder(spec: str, reporter) -> tuple[Path, catalog.Release | None, str]:
                 f"{run} is a run that has not finished",
                 "resume it with --resume, or pass its final/ folder",
             )
-        info = json.loads((run / RUN_MARKER).read_text(encoding="utf-8"))
-        release = catalog.find(info.get("release") or "")
+        try:
+            info = json.loads((run / RUN_MARKER).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            info = {}  # the record is damaged; the model in final/ does not need it
+        release = catalog.find(str(info.get("release") or "")) if isinstance(info, dict) else None
         return run / "final", release, f"{run}/final"
     if spec.startswith(hub.PREFIX):
         model = hub.parse(spec)
@@ -114,6 +117,31 @@ def _hf_folder(spec: str, reporter) -> tuple[Path, catalog.Release | None, str]:
     )
 
 
+def _check_loadable(folder: Path) -> None:
+    """Refuse, before transformers sees the folder, what bertctl never loads: weights that
+    exist only as a pickle (pytorch_model.bin), and a config.json that is not a BERT's (without
+    model_type bert, transformers would look for custom code to run)."""
+    if not (folder / "model.safetensors").is_file():
+        pickled = (folder / "pytorch_model.bin").is_file()
+        raise BertctlError(
+            f"{folder} has no model.safetensors"
+            + (" (only pytorch_model.bin, a pickle, which bertctl never opens)" if pickled else ""),
+            "pass a model folder with model.safetensors (bertctl convert makes one)",
+        )
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BertctlError(
+            f"{folder / 'config.json'} cannot be read ({exc})", "pass an HF-format BERT folder"
+        ) from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "bert":
+        raise BertctlError(
+            f"{folder / 'config.json'} says model_type {model_type!r}, not 'bert'",
+            "bertctl trains BERT models and never runs a model's own code; pass a BERT folder",
+        )
+
+
 def prepare(spec: str | None, lowercase: bool | None, reporter) -> PreparedModel:
     """Resolve `--model` (default $BERT_BASE_DIR, else base-uncased) and build its tokenizer.
 
@@ -121,6 +149,7 @@ def prepare(spec: str | None, lowercase: bool | None, reporter) -> PreparedModel
     """
     spec = spec or default_model_spec()
     folder, release, label = _hf_folder(spec, reporter)
+    _check_loadable(folder)
     if not (folder / "vocab.txt").is_file():
         raise BertctlError(
             f"{folder} has no vocab.txt", "pass a model folder that ships its vocabulary"

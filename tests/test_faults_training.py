@@ -1,0 +1,298 @@
+"""Training under faults: killed, interrupted, pre-empted and starved of disk at random steps,
+and still ending with exactly the weights of a run that never stopped.
+
+test_finetune.py and test_pretrain_run.py prove one kill each; here one run meets several faults
+in a row, at steps drawn at random (seeded, so a failure replays). The processes are real
+`python -m bertctl` runs stopped with real signals; the full disk is a real file-size limit
+(RLIMIT_FSIZE) on the child, so writes past it fail with EFBIG exactly as on a full disk. The
+model is the tiny random BERT of the TF fixtures (2 layers, hidden 32, 99 tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clirun import Result, bertctl, one_error_line
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MRPC = FIXTURES / "glue" / "MRPC"
+FINETUNE_FAST = ("--cpu", "--threads", "1", "--batch-size", "4")
+PRETRAIN_FAST = ("--cpu", "--threads", "1", "--batch-size", "4", "--eval-batches", "1")
+
+
+def cli(*args: object) -> Result:
+    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
+    from bertctl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv = argv
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def ok(result: Result) -> Result:
+    assert result.code == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    path = tmp_path_factory.mktemp("faults_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BERTCTL_HOME", str(path))
+        mp.setenv("MPLCONFIGDIR", str(path / "matplotlib"))
+        mp.delenv("GLUE_DIR", raising=False)
+        mp.delenv("BERT_BASE_DIR", raising=False)
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, home) -> Path:
+    out = tmp_path_factory.mktemp("models") / "micro-bert"
+    assert bertctl("convert", str(FIXTURES / "tf" / "tiny_release"), "--out", str(out)).code == 0
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping a real process at a step
+
+
+class Child:
+    """A `python -m bertctl ...` process whose stderr goes to a file (it may be long), or to a
+    pipe under a file-size limit (which would cut a file short too)."""
+
+    def __init__(self, args: list[object], folder: Path, *, file_limit: int | None = None):
+        self.stderr_path = folder / f"stderr-{time.monotonic_ns()}.txt"
+        self.piped: bytes | None = None
+        env = {**os.environ, "NO_COLOR": "1", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+        env["PYTHONFAULTHANDLER"] = "1"  # a child that hangs is made to print its stacks
+        env.pop("BERTCTL_DEBUG", None)
+
+        def limit_file_size() -> None:
+            # Writes past the limit fail with EFBIG, as on a full disk (Python already ignores
+            # SIGXFSZ; say so anyway, since the signal would otherwise kill the child).
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
+
+        argv = [sys.executable, "-m", "bertctl", *map(str, args)]
+        if file_limit is not None:
+            self.proc = subprocess.Popen(
+                argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                preexec_fn=limit_file_size,
+            )  # fmt: skip
+            return
+        with self.stderr_path.open("wb") as sink:
+            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=sink, env=env)
+
+    @property
+    def stderr(self) -> str:
+        if self.proc.stderr is not None:
+            return (self.piped or b"").decode(errors="replace")
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 240) -> int:
+        try:
+            if self.proc.stderr is not None:
+                self.piped = self.proc.communicate(timeout=timeout)[1]
+                return self.proc.returncode
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            if self.proc.stderr is not None:
+                self.piped = self.proc.communicate()[1]
+            self.proc.wait()
+            raise AssertionError(f"the run hung; its stacks:\n{self.stderr}") from None
+
+    def stop_at(self, run: Path, step: int, sig: int) -> int:
+        """Send `sig` once this process has logged `step`.
+
+        The log may still hold lines of the process stopped before, up to some step K; only
+        this process can log past K, so the target is raised to K + 1 when needed: the signal
+        always lands in a running training loop, never in start-up.
+        """
+        step = max(step, logged_step(run) + 1)
+        deadline = time.monotonic() + 240
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if logged_step(run) >= step:
+                break
+            time.sleep(0.01)
+        assert self.proc.poll() is None, f"the run ended before step {step}: {self.stderr}"
+        self.proc.send_signal(sig)
+        return self.wait()
+
+
+def logged_step(run: Path) -> int:
+    """The last optimizer step in train_log.jsonl (a line cut short by a kill is skipped)."""
+    last = 0
+    with contextlib.suppress(FileNotFoundError), (run / "train_log.jsonl").open() as fh:
+        for line in fh:
+            with contextlib.suppress(json.JSONDecodeError):
+                last = max(last, json.loads(line).get("step", 0))
+    return last
+
+
+def checkpoint_hashes(run: Path) -> dict[str, str]:
+    root = run / "checkpoints"
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def same_weights(a: Path, b: Path) -> None:
+    wa = safetensors_torch.load_file(str(a / "model.safetensors"))
+    wb = safetensors_torch.load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"tensors differ after the faults: {different}"
+
+
+def steps_logged(run: Path) -> list[int]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "step" in r]
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuning: kill -9, Ctrl-C, kill -9, a full disk, then the end
+
+
+STEPS = 16
+
+
+def finetune_args(tiny: Path) -> list[object]:
+    args = ["finetune", "mrpc", "--data", MRPC, "--model", tiny, "--max-steps", STEPS]
+    return [*args, "--save-every", 2, "--eval-every", 5, *FINETUNE_FAST]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, tiny, home) -> Path:
+    """The run that never stopped."""
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    ok(cli(*finetune_args(tiny), "--out", out))
+    return out
+
+
+def test_finetune_killed_interrupted_and_out_of_disk_at_random_steps_ends_like_a_straight_run(
+    tiny, straight, tmp_path, home
+):
+    args = finetune_args(tiny)
+    rng = random.Random(1789)
+    first, second = sorted(rng.sample(range(2, STEPS - 3), 2))
+    run = tmp_path / "faulty"
+    resume = ["finetune", "--out", run, "--resume"]
+
+    # kill -9 in the middle of a fresh run
+    child = Child([*args, "--out", run], tmp_path)
+    assert child.stop_at(run, first, signal.SIGKILL) == -signal.SIGKILL
+
+    # Ctrl-C: a checkpoint of the step it stopped at, and one error line saying how to resume
+    child = Child(resume, tmp_path)
+    assert child.stop_at(run, second, signal.SIGINT) == 1
+    error = one_error_line(Result(1, "", child.stderr))
+    assert "interrupted at step" in error and "--resume" in error
+    stopped = int(error.split("interrupted at step ")[1].split(";")[0])
+    assert stopped >= second and (run / "checkpoints" / f"step-{stopped:07d}").is_dir()
+
+    # The disk fills: every file may grow to half a checkpoint's weights, no more, so the next
+    # checkpoint cannot be written while the logs and settings still can.
+    before = checkpoint_hashes(run)
+    latest = sorted((run / "checkpoints").glob("step-*"))[-1]
+    limit = (latest / "model.safetensors").stat().st_size // 2
+    assert (run / "train_log.jsonl").stat().st_size < limit // 4
+    child = Child(resume, tmp_path, file_limit=limit)
+    assert child.wait() == 1, child.stderr
+    error = one_error_line(Result(1, "", child.stderr))
+    assert "cannot write checkpoint" in error and "File too large" in error
+    assert f"{latest.name} is intact" in error and "--resume" in error
+    assert checkpoint_hashes(run) == before  # the earlier checkpoints, byte for byte
+    assert not list((run / "checkpoints").glob(".*"))  # no half-written checkpoint left
+
+    ok(cli(*resume))
+    same_weights(straight / "final", run / "final")
+    assert json.loads((run / "metrics.json").read_text()) == json.loads(
+        (straight / "metrics.json").read_text()
+    )
+    assert steps_logged(run) == list(range(1, STEPS + 1))  # each step once, none lost
+
+
+# --------------------------------------------------------------------------------------------
+# Pretraining: kill -9, then SIGTERM (a scheduler's pre-emption), then the end
+
+
+@pytest.fixture(scope="module")
+def corpus_data(tmp_path_factory, tiny) -> Path:
+    """A small corpus from the tiny vocab's words, prepared as Google's recipe does."""
+    words = [w for w in (tiny / "vocab.txt").read_text().split() if w.isalpha()]
+    rng = random.Random(5)
+    docs = []
+    for _ in range(12):
+        sentences = [" ".join(rng.choices(words, k=rng.randint(4, 12))) + " ." for _ in range(6)]
+        docs.append("\n".join(sentences))
+    folder = tmp_path_factory.mktemp("corpus")
+    (folder / "corpus.txt").write_text("\n\n".join(docs) + "\n")
+    out = folder / "data"
+    prepare = ["pretrain", "prepare", folder / "corpus.txt", "--out", out, "--model", tiny]
+    ok(cli(*prepare, "--dupe-factor", 2, "--max-seq-length", 32, "--max-predictions", 5))
+    return out
+
+
+PRETRAIN_STEPS = 14
+
+
+def test_pretrain_killed_and_preempted_at_random_steps_ends_like_a_straight_run(
+    corpus_data, tiny, tmp_path, home
+):
+    args = ["pretrain", "run", corpus_data, "--model", tiny, "--steps", PRETRAIN_STEPS]
+    args += ["--save-every", 3, "--dynamic-masking", "--lr", "1e-3", *PRETRAIN_FAST]
+    straight = tmp_path / "straight"
+    ok(cli(*args, "--out", straight))
+
+    rng = random.Random(1066)
+    first, second = sorted(rng.sample(range(2, PRETRAIN_STEPS - 2), 2))
+    run = tmp_path / "faulty"
+    resume = ["pretrain", "run", "--out", run, "--resume"]
+
+    child = Child([*args, "--out", run], tmp_path)
+    assert child.stop_at(run, first, signal.SIGKILL) == -signal.SIGKILL
+
+    # SIGTERM is how schedulers and torchrun stop a job: it checkpoints as Ctrl-C does
+    child = Child(resume, tmp_path)
+    assert child.stop_at(run, second, signal.SIGTERM) == 1
+    error = one_error_line(Result(1, "", child.stderr))
+    stopped = int(error.split("interrupted at step ")[1].split(";")[0])
+    assert stopped >= second and (run / "checkpoints" / f"step-{stopped:07d}").is_dir()
+
+    ok(cli(*resume))
+    same_weights(straight / "final", run / "final")
+    assert steps_logged(run) == list(range(1, PRETRAIN_STEPS + 1))
