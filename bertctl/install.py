@@ -269,7 +269,9 @@ def convert_source(
         prefix="bertctl-convert-", dir=out.parent if out.parent.is_dir() else None
     ) as tmp:
         release = None
-        if path.is_file() and zipfile.is_zipfile(path):
+        # A .zip that zipfile cannot recognise (cut short) gets the zip's own error, not
+        # "no checkpoint".
+        if path.is_file() and (zipfile.is_zipfile(path) or path.suffix.lower() == ".zip"):
             reporter.step(f"Extracting {path.name}")
             with archive.open_zip(path) as zf:
                 inner = archive.find_model_folder(zf, str(path))

@@ -71,7 +71,7 @@ def resolve(arg: str) -> ModelRef:
     """Turn a `--model`/`inspect` argument into a ModelRef, or explain what to pass instead."""
     path = Path(arg).expanduser()
     if path.is_file():
-        if zipfile.is_zipfile(path):
+        if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":  # a cut zip: its error
             with archive.open_zip(path) as zf:
                 member = zip_config_member(zf)
             if member is None:

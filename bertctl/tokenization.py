@@ -37,6 +37,9 @@ UNK, CLS, SEP, MASK, PAD = "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[PAD]"
 # Google's WordPiece gives up on words longer than this (counted in code points).
 MAX_INPUT_CHARS_PER_WORD = 200
 
+# The longest sequence build_inputs pads to; as `pretrain prepare` allows.
+MAX_SEQ_LENGTH = 32767
+
 # Google's `_is_chinese_char`: CJK Unified Ideographs and extensions, compatibility ideographs.
 # Hangul, Hiragana and Katakana are deliberately absent.
 CJK_RANGES = (
@@ -492,6 +495,12 @@ def build_inputs(
             raise UsageError(
                 f"--max-seq-length {max_seq_length} leaves no room for text",
                 "pass at least 3 for one text, 5 for a pair",
+            )
+        if max_seq_length > MAX_SEQ_LENGTH:
+            # Padding is built in memory: a typo of a few zeros must not fill it.
+            raise UsageError(
+                f"--max-seq-length {max_seq_length} is longer than any BERT takes",
+                f"pass at most {MAX_SEQ_LENGTH} (BERT models take 512)",
             )
         if b_tok is not None and b_ids is not None:
             truncated = truncate_seq_pair(a_tok, b_tok, max_seq_length - 3)

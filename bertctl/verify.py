@@ -795,14 +795,36 @@ def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
             )
         try:
             header = json.loads(fh.read(length))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BertctlError(
                 f"{path}: safetensors header is not JSON", "download it again"
             ) from None
     if not isinstance(header, dict):
         raise BertctlError(f"{path}: safetensors header is not an object", "download it again")
     header.pop("__metadata__", None)
+    data_size = size - 8 - length
+    for name, meta in header.items():
+        if not _tensor_entry_ok(meta, data_size):
+            raise BertctlError(
+                f"{path}: tensor {name!r} has a malformed entry in the safetensors header",
+                "download it again",
+            )
     return header
+
+
+def _tensor_entry_ok(meta: Any, data_size: int) -> bool:
+    """A header entry as safetensors writes it: a dtype name, a shape of sizes, and byte
+    offsets that lie inside the data."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("dtype"), str):
+        return False
+    shape, offsets = meta.get("shape"), meta.get("data_offsets")
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        return False
+    if not isinstance(offsets, list) or len(offsets) != 2:
+        return False
+    if not all(type(o) is int for o in offsets):
+        return False
+    return 0 <= offsets[0] <= offsets[1] <= data_size
 
 
 def hf_expected_shapes(config: BertConfig, heads: bool) -> dict[str, tuple[int, ...]]:

@@ -36,3 +36,26 @@ def one_error_line(result: Result) -> str:
     lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def in_process(*args: object, stdin: str = "") -> Result:
+    """`bertctl ARGS` in this process: the real entry point and its error handling, without
+    the second or more a new interpreter (and torch) takes to start. stdin reads `stdin`."""
+    import contextlib
+    import io
+
+    from bertctl.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.argv, sys.stdin
+    sys.argv = ["bertctl", *map(str, args)]
+    sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()), encoding="utf-8")
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    finally:
+        sys.argv, sys.stdin = saved
+    return Result(code, out.getvalue(), err.getvalue())

@@ -17,12 +17,11 @@ import math
 import os
 import shutil
 import stat
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from clirun import Result
+from clirun import in_process
 from fuzzing import FAST, FAST_CLI, SLOW, bounded
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -656,24 +655,6 @@ def test_finetune_yaml_fuzz_10k(tmp_path, data):
 # ============================================================================================
 
 
-def cli(*args: str) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, stdin, sys.argv = sys.argv, sys.stdin, ["bertctl", *args]
-    sys.stdin = io.TextIOWrapper(io.BytesIO(b"hello world\n"))
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv, sys.stdin = argv, stdin
-    return Result(code, out.getvalue(), err.getvalue())
-
-
 def _options() -> dict[tuple[str, ...], list[str]]:
     """Each command this fuzzes and its options, read from the app itself.
 
@@ -732,7 +713,7 @@ def check_cli(tmp_path: Path, argv: list[str]) -> None:
     os.chdir(work)
     try:
         with bounded(peak_bytes=None):  # whole commands: time only (see FAST_CLI)
-            result = cli(*argv)
+            result = in_process(*argv, stdin="hello world\n")
     finally:
         os.chdir(before)
     assert "Traceback" not in result.stderr, result.stderr

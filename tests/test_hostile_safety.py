@@ -10,18 +10,17 @@ guard beside these behaviours.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
 import runpy
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from clirun import Result, bertctl, one_error_line
+from clirun import bertctl, one_error_line
+from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 
@@ -30,23 +29,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 TINY = FIXTURES / "tf" / "tiny_release"
 MRPC = FIXTURES / "glue" / "MRPC"
 FAST = ("--cpu", "--threads", "1", "--batch-size", "4")
-
-
-def cli(*args: object) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 class CreatesFile:

@@ -75,6 +75,7 @@ from bertctl.pretraining_data import (
 )
 from bertctl.tokenization import Tokenizer, Vocab
 from bertctl.train import distributed, runs
+from bertctl.train.config import load_mapping
 from bertctl.train.distributed import World
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -203,8 +204,8 @@ def resolve_settings(flags: dict[str, Any], resume: bool) -> PretrainConfig:
             raise BertctlError(
                 f"--resume: {path} not found", "pass the --out folder of a `pretrain run`"
             )
-        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        unknown = set(saved) - FIELDS
+        saved = load_mapping(path, "pass the --out folder of a `bertctl pretrain run`")
+        unknown = set(map(str, saved)) - FIELDS
         if unknown:
             raise BertctlError(
                 f"{path} is not the settings of a pretraining run (unknown keys: "
@@ -218,7 +219,13 @@ def resolve_settings(flags: dict[str, Any], resume: bool) -> PretrainConfig:
     if "bert_config" in given:
         values.pop("model", None)
     values.update(given)
-    return PretrainConfig(**values)
+    try:
+        return PretrainConfig(**values)
+    except TypeError as exc:  # a value of the wrong type in the run's config.yaml
+        raise BertctlError(
+            f"{Path(flags['out']) / SETTINGS if resume else 'settings'}: {exc}",
+            "restore the run's config.yaml, or start a new --out",
+        ) from None
 
 
 def to_args(cfg: PretrainConfig) -> list[str]:

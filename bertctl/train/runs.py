@@ -13,10 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,33 +102,66 @@ class TrainLog:
             from tensorboardX import SummaryWriter
 
             purge = resume_step + 1 if resume_step is not None else None
-            self.tb = SummaryWriter(str(out / "tb"), purge_step=purge)
+            with _signals_held():
+                self.tb = SummaryWriter(str(out / "tb"), purge_step=purge)
         except ImportError:  # TensorBoard events are optional; the JSONL log is not
             pass
 
     def write(self, **record: Any) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()  # a killed run keeps every step it finished
-        if self.tb is not None:
-            step = record["step"]
-            self.tb.add_scalar("train/loss", record["loss"], step)
-            self.tb.add_scalar("train/lr", record["lr"], step)
-            self.tb.add_scalar("train/examples_per_second", record["examples_per_second"], step)
+        with _signals_held():
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()  # a killed run keeps every step it finished
+            if self.tb is not None:
+                step = record["step"]
+                self.tb.add_scalar("train/loss", record["loss"], step)
+                self.tb.add_scalar("train/lr", record["lr"], step)
+                self.tb.add_scalar("train/examples_per_second", record["examples_per_second"], step)
 
     def eval(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps({"eval": record}) + "\n")
-        self.handle.flush()
-        if self.tb is not None:
-            for key, value in record["metrics"].items():
-                self.tb.add_scalar(f"eval/{key}", value, record["step"])
-            if record.get("loss") is not None:
-                self.tb.add_scalar("eval/loss", record["loss"], record["step"])
+        with _signals_held():
+            self.handle.write(json.dumps({"eval": record}) + "\n")
+            self.handle.flush()
+            if self.tb is not None:
+                for key, value in record["metrics"].items():
+                    self.tb.add_scalar(f"eval/{key}", value, record["step"])
+                if record.get("loss") is not None:
+                    self.tb.add_scalar("eval/loss", record["loss"], record["step"])
 
     def close(self) -> None:
         self.handle.close()
         if self.tb is not None:
-            self.tb.close()
+            with _signals_held():
+                self.tb.close()
             self.tb = None
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them as before.
+
+    Python raises KeyboardInterrupt wherever the main thread happens to be. Raised inside
+    tensorboardX's hand-off to its writer thread (a multiprocessing queue), it can leave that
+    thread waiting forever, and the run then hangs when the log is closed instead of saving its
+    checkpoint. The log's writes are short, so a signal that arrives during one simply takes
+    effect the moment it ends.
+    """
+    held: list[int] = []
+    previous: dict[int, Any] = {}
+    try:
+        for number in _STOP_SIGNALS:
+            previous[number] = signal.signal(number, lambda signum, frame: held.append(signum))
+    except ValueError:  # not the main thread: signals are not this thread's to hold
+        pass
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if held:
+            signal.raise_signal(held[0])  # delivered now, to the handler just restored
 
 
 def _log_lines_until(path: Path, step: int) -> list[str]:
