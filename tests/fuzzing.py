@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-FAST_EXAMPLES = 150
+FAST_EXAMPLES = 100
 SLOW_EXAMPLES = 10_000
 
 # A hang guard, not a speed test: parsers finish these bounded inputs in milliseconds, so only
@@ -45,7 +45,7 @@ _SUPPRESSED = [
 FAST = settings(max_examples=FAST_EXAMPLES, deadline=None, suppress_health_check=_SUPPRESSED)
 # A command-line example is a whole command (about 0.1 s of Typer set-up alone), so the default
 # run samples fewer of them; the slow campaign runs the full 10,000.
-FAST_CLI = settings(FAST, max_examples=50)
+FAST_CLI = settings(FAST, max_examples=40)
 
 
 def SLOW(test):

@@ -1,9 +1,10 @@
 """Every parser a user can feed, fuzzed: a clean BertctlError or a correct result, never a crash,
 a hang or a giant allocation.
 
-One section per parser: GLUE TSVs, bert_config.json, vocab.txt (with the tokenizer checked
-against the reference on whatever vocab survives), the TF checkpoint index and its entries, zip
-archives, the fine-tuning YAML, and the command line itself. Each has a fast sample in the
+One section per parser: GLUE TSVs (and custom tasks), bert_config.json, vocab.txt (with the
+tokenizer checked against the reference on whatever vocab survives), the TF checkpoint index and
+its entries, zip archives, model.safetensors headers, the fine-tuning YAML, and the command line
+itself. Each has a fast sample in the
 default run and a 10,000-example campaign under `-m slow` (see fuzzing.py and RELIABILITY.md).
 The tokenizer on arbitrary Unicode is fuzzed in test_tokenization.py.
 """
@@ -565,6 +566,86 @@ def test_zip_fuzz(tmp_path, data):
 @given(data=ZIP_FILE)
 def test_zip_fuzz_10k(tmp_path, data):
     check_zip(tmp_path, data)
+
+
+# ============================================================================================
+# model.safetensors headers (what inspect and verify read of an HF-format folder)
+# ============================================================================================
+
+ENTRY_VALUE = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "dtype": st.one_of(st.sampled_from(["F32", "F16", "I64", "BOOL"]), JSON_SCALAR),
+            "shape": st.one_of(st.lists(st.integers(-2, 40), max_size=3), JSON_SCALAR),
+            "data_offsets": st.one_of(
+                st.lists(st.integers(-5, 10**6), min_size=2, max_size=2),
+                st.lists(st.integers(0, 100), max_size=3),
+                JSON_SCALAR,
+            ),
+        }
+    ),
+    JSON_VALUE,
+)
+HEADER = st.dictionaries(
+    st.one_of(
+        st.sampled_from(["bert.pooler.dense.weight", "__metadata__", "cls.x"]), st.text(max_size=8)
+    ),
+    ENTRY_VALUE,
+    max_size=4,
+)
+
+
+def _safetensors_bytes(header: dict, length_lie: int | None, tail: bytes) -> bytes:
+    raw = json.dumps(header, allow_nan=True).encode()
+    length = len(raw) if length_lie is None else length_lie
+    return length.to_bytes(8, "little") + raw + tail
+
+
+WEIGHTS_FILE = st.one_of(
+    st.builds(
+        _safetensors_bytes,
+        HEADER,
+        st.one_of(st.none(), st.none(), st.integers(0, 2**64 - 1)),
+        st.binary(max_size=64),
+    ),
+    st.binary(max_size=100),
+)
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hf") / "tiny"
+    assert in_process("convert", TINY, "--out", folder).code == 0
+    return folder
+
+
+def check_weights(tmp_path: Path, hf_model: Path, data: bytes) -> None:
+    from bertctl.verify import safetensors_header, verify_hf_folder
+
+    folder = fresh(tmp_path / "weights")
+    for name in ("config.json", "vocab.txt", "tokenizer_config.json"):
+        shutil.copy(hf_model / name, folder / name)
+    path = folder / "model.safetensors"
+    path.write_bytes(data)
+    with bounded():
+        for read in (lambda: safetensors_header(path), lambda: inspection.inspect_target(str(folder)),
+                     lambda: verify_hf_folder(folder)):  # fmt: skip
+            try:
+                read()
+            except BertctlError as exc:
+                assert str(path) in exc.message, exc.message
+
+
+@FAST
+@given(data=WEIGHTS_FILE)
+def test_safetensors_header_fuzz(tmp_path, hf_model, data):
+    check_weights(tmp_path, hf_model, data)
+
+
+@SLOW
+@given(data=WEIGHTS_FILE)
+def test_safetensors_header_fuzz_10k(tmp_path, hf_model, data):
+    check_weights(tmp_path, hf_model, data)
 
 
 # ============================================================================================
