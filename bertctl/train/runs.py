@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -252,8 +253,10 @@ def save_checkpoint(
 
 
 def _reason(exc: BaseException) -> str:
-    """The first line of what went wrong, short enough for one error line."""
+    """The first line of what went wrong, short enough for one error line (and without the
+    terminal colour codes some libraries put in their messages)."""
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
     text = (text.strip().splitlines() or [type(exc).__name__])[0]
     return text if len(text) <= 160 else text[:157] + "..."
 
@@ -306,15 +309,22 @@ def load_latest(out: Path, model, optimizer, device: torch.device) -> dict[str, 
             f"{ckpt} does not hold this model's weights",
             "resume with the settings the run was started with",
         )
-    try:
-        optim = torch.load(ckpt / "optimizer.pt", map_location=device, weights_only=True)
-    except Exception as exc:  # UnpicklingError for a pickle with code in it, others for damage
-        raise refuse("optimizer.pt", f"not a plain tensor file ({_reason(exc)})") from exc
-    try:
-        rng = torch.load(ckpt / "rng.pt", weights_only=True)
-        cpu_rng = rng["cpu"]
-    except Exception as exc:
-        raise refuse("rng.pt", f"not a plain tensor file ({_reason(exc)})") from exc
+
+    def tensors(name: str, **kwargs: Any) -> Any:
+        try:
+            return torch.load(ckpt / name, weights_only=True, **kwargs)
+        except Exception as exc:
+            if type(exc).__name__ == "UnpicklingError":  # torch's weights-only refusal
+                why = "it holds Python objects, not only tensors, and loading it could run code"
+            else:
+                why = f"it is damaged ({_reason(exc)})"
+            raise refuse(name, why) from exc
+
+    optim = tensors("optimizer.pt", map_location=device)
+    rng = tensors("rng.pt")
+    if not isinstance(rng, dict) or "cpu" not in rng:
+        raise refuse("rng.pt", "it holds no generator state")
+    cpu_rng = rng["cpu"]
     try:
         state = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
