@@ -208,3 +208,15 @@ def test_glue_submission_out_of_disk_keeps_the_previous_file(tmp_path):
     assert f"cannot write {path}: File too large" in message and "free some disk space" in message
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MRPC.tsv"]
+
+
+def test_a_full_disk_no_command_expected_is_still_one_error_line(tmp_path):
+    """inspect copies a zip's checkpoint index to a temporary file; no code there expects a
+    full disk, and the entry point still turns it into one line instead of a traceback."""
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(release_zip(b""))
+    result = limited("inspect", archive, file_limit=64)
+    assert result.code == 1
+    error = one_error_line(result)
+    assert error.startswith("error: no room on the disk") and "(File too large)" in error
+    assert "free some disk space and run again" in error

@@ -6,6 +6,7 @@ Heavy libraries (torch, transformers) are imported inside command bodies only, s
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -88,3 +89,19 @@ def main() -> None:
     except KeyboardInterrupt:
         ui.error("interrupted")
         sys.exit(130)
+    except OSError as exc:
+        # A full disk where no command wrapped the write itself: still one line, not a
+        # traceback. Every file bertctl publishes is renamed into place complete, so what was
+        # there before is intact.
+        if exc.errno not in _DISK_FULL or os.environ.get("BERTCTL_DEBUG"):
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        ui.error(
+            f"no room on the disk{where} ({exc.strerror}); free some disk space and run again "
+            "(files written before are intact; a training run continues with --resume)"
+        )
+        sys.exit(1)
+
+
+# No space left, disk quota exceeded, file too large for the file system or the process limit.
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}

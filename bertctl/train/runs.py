@@ -81,8 +81,12 @@ def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the old file stays as it was, with no temp file beside it
+        raise
 
 
 class TrainLog:
