@@ -208,18 +208,30 @@ def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConf
     Returns the config and the names the user set, so defaults that depend on the model
     (`small_model_defaults`) never override a choice the user made.
     """
-    values: dict[str, Any] = {}
+    from_file: dict[str, Any] = {}
     if yaml_path is not None:
-        values.update({k: _coerce(k, v, yaml_path) for k, v in read_yaml(yaml_path).items()})
-        try:  # a bad value in the file is reported with the file's name
-            FinetuneConfig(**values)
-        except UsageError as exc:
-            raise UsageError(f"{yaml_path}: {exc.message}", "fix the value in the file") from None
-    values.update({k: v for k, v in flags.items() if v is not None})
+        from_file = {k: _coerce(k, v, yaml_path) for k, v in read_yaml(yaml_path).items()}
+    values = {**from_file, **{k: v for k, v in flags.items() if v is not None}}
     try:
         return FinetuneConfig(**values), set(values)
     except TypeError as exc:
         raise BertctlError(f"bad settings: {exc}", "check the types in --config") from None
+    except UsageError as exc:
+        if from_file and _refused_alone(from_file, exc.message):
+            # the value at fault is in the file (flags did not override it): name the file
+            raise UsageError(f"{yaml_path}: {exc.message}", "fix the value in the file") from None
+        raise
+
+
+def _refused_alone(values: dict[str, Any], message: str) -> bool:
+    """Whether these settings alone fail with `message`."""
+    try:
+        FinetuneConfig(**values)
+    except UsageError as exc:
+        return exc.message == message
+    except TypeError:
+        return False
+    return False
 
 
 _KINDS = {f.name: f.type for f in fields(FinetuneConfig)}
