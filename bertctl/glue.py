@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bertctl import paths
 from bertctl.errors import BertctlError, UsageError
 
 
@@ -668,7 +669,7 @@ def custom_task(
         >>> task = custom_task("reviews/", text_a="review", text_b=None, label="stars")
         >>> read_split(task, task.data_dir, "train").examples[0].label   # '4'
     """
-    path = Path(train_path_or_dir).expanduser()
+    path = paths.expand(train_path_or_dir)
     if path.is_dir():
         folder, train = path, "train.tsv"
     else:
@@ -753,7 +754,7 @@ def resolve_data_dir(task: Task | str, data: Path | str | None) -> Path:
     """
     task = get_task(task)
     if data is not None:
-        path = Path(data).expanduser()
+        path = paths.expand(data)
         if not path.is_dir():
             raise GlueError(
                 f"--data {data}: no such folder",
@@ -764,7 +765,7 @@ def resolve_data_dir(task: Task | str, data: Path | str | None) -> Path:
         return task.data_dir
     glue_dir = os.environ.get("GLUE_DIR")
     if glue_dir and task.folder is not None:
-        root = Path(glue_dir).expanduser()
+        root = paths.expand(glue_dir)
         path = root / task.folder
         if path.is_dir():
             return path

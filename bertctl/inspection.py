@@ -23,6 +23,7 @@ from bertctl.bertconfig import (
     load_config,
     parse_config_bytes,
 )
+from bertctl.errors import BertctlError
 from bertctl.tokenization import Vocab
 
 
@@ -307,7 +308,11 @@ def _inspect_zip(report: Report, ref: modelref.ModelRef, tensors: bool) -> Repor
         with tempfile.TemporaryDirectory(prefix="bertctl-inspect-") as tmp:
             local = Path(tmp) / Path(index[0]).name
             local.write_bytes(archive.read_member(zf, index[0], str(ref.path)))
-            ckpt = tfcheckpoint.Checkpoint(Path(tmp) / local.name[: -len(".index")])
+            try:
+                ckpt = tfcheckpoint.Checkpoint(Path(tmp) / local.name[: -len(".index")])
+            except BertctlError as exc:  # name the member, not the temporary copy
+                message = exc.message.replace(str(local), f"{ref.path}:{index[0]}")
+                raise type(exc)(message, exc.hint) from None
             info, problems = _checkpoint_info(
                 ckpt, f"{ref.path}:{index[0][: -len('.index')]}", config, tensors
             )

@@ -264,7 +264,7 @@ def convert_source(
     from bertctl.modelref import ModelRef, model_casing, settle_casing
     from bertctl.tokenization import load_vocab
 
-    path = Path(source).expanduser()
+    path = paths.expand(source)
     with tempfile.TemporaryDirectory(
         prefix="bertctl-convert-", dir=out.parent if out.parent.is_dir() else None
     ) as tmp:

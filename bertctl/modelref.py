@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertctl import archive, catalog, store
+from bertctl import archive, catalog, paths, store
 from bertctl.bertconfig import (
     BertConfig,
     check_config,
@@ -69,7 +69,7 @@ def _release_for_folder(folder: Path) -> catalog.Release | None:
 
 def resolve(arg: str) -> ModelRef:
     """Turn a `--model`/`inspect` argument into a ModelRef, or explain what to pass instead."""
-    path = Path(arg).expanduser()
+    path = paths.expand(arg)
     if path.is_file():
         if zipfile.is_zipfile(path) or path.suffix.lower() == ".zip":  # a cut zip: its error
             with archive.open_zip(path) as zf:

@@ -6,13 +6,24 @@ import os
 from pathlib import Path
 
 
+def expand(value: str | Path) -> Path:
+    """A path with `~` and `~user` expanded as a shell would; `~name` for a user that does not
+    exist stays as written (pathlib raises RuntimeError for it), so it fails later as a plain
+    missing file with a clear message."""
+    path = Path(value)
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
 def home() -> Path:
     """The cache root: $BERTCTL_HOME, else $XDG_CACHE_HOME/bertctl, else ~/.cache/bertctl."""
     explicit = os.environ.get("BERTCTL_HOME")
     if explicit:
-        return Path(explicit).expanduser()
+        return expand(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    base = expand(xdg) if xdg else Path.home() / ".cache"
     return base / "bertctl"
 
 

@@ -82,6 +82,7 @@ from typing import Any
 
 import numpy as np
 
+from bertctl import paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import CLS, MASK, SEP, Tokenizer, Vocab
 
@@ -197,7 +198,7 @@ def resolve_corpus(patterns: Sequence[str | Path]) -> list[Path]:
     """
     files: list[Path] = []
     for pattern in patterns:
-        path = Path(pattern).expanduser()
+        path = paths.expand(pattern)
         if path.is_file():
             found = [path]
         elif path.is_dir():
@@ -709,7 +710,7 @@ def prepare(
     if workers is not None and workers < 1:
         raise UsageError(f"--workers {workers} is out of range", "pass 1 or more")
     files = resolve_corpus(corpus)
-    out = Path(out).expanduser()
+    out = paths.expand(out)
     _check_out(out, overwrite)
     total_bytes = sum(p.stat().st_size for p in files)
     if workers is None:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bertctl import archive, catalog
+from bertctl import archive, catalog, paths
 from bertctl.bertconfig import (
     BertConfig,
     LoadedConfig,
@@ -996,7 +996,7 @@ def verify_target(target: str, reporter: Any = None) -> list[VerifyReport]:
         if not folder.is_dir():
             raise BertctlError(f"{target} is not downloaded", f"run `bertctl download {target}`")
         return [verify_hf_folder(folder)]
-    path = Path(target).expanduser()
+    path = paths.expand(target)
     if path.is_file() and zipfile.is_zipfile(path):
         return [run(verify_zip, path, None, path.stat().st_size)]
     if path.is_dir() or Path(str(path) + ".index").is_file():

@@ -226,3 +226,29 @@ def test_a_run_with_a_damaged_run_record_still_serves_its_model(tmp_path):
     (run / "run.json").write_text("[1, 2")
     folder, release, _ = resolve_model(str(run), reporter=None)
     assert folder == run / "final" and release is None
+
+
+def test_a_tilde_path_of_a_user_that_does_not_exist_is_a_missing_file_not_a_crash():
+    # pathlib raises RuntimeError expanding `~nosuchuser`; found by the command-line fuzz
+    for args in (["verify", "~nosuchuser0/x"], ["inspect", "~0"], ["tokenize", "-i", "~0"]):
+        error = error_of(cli(*args))
+        assert "~" in error and "no such file" in error
+
+
+def test_a_setting_left_empty_in_yaml_keeps_its_default(tmp_path):
+    from bertctl.train.config import FinetuneConfig, resolve
+
+    path = tmp_path / "settings.yaml"
+    path.write_text("epochs:\nlr: ~\nmax_steps: null\n")  # found by the YAML fuzz: a crash
+    cfg, explicit = resolve(path, {})
+    assert (cfg.epochs, cfg.lr, cfg.max_steps) == (3.0, FinetuneConfig().lr, None)
+    assert not explicit & {"epochs", "lr", "max_steps"}
+
+
+def test_a_damaged_checkpoint_index_in_a_zip_names_the_member_not_a_temp_copy(tmp_path):
+    members = _release_members()
+    members["m/bert_model.ckpt.index"] = b"not an index"
+    path = tmp_path / "model.zip"
+    path.write_bytes(_zip(members))
+    error = error_of(cli("inspect", path))  # found by the zip fuzz: a path under /tmp
+    assert f"cannot read checkpoint index {path}:m/bert_model.ckpt.index" in error

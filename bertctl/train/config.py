@@ -210,7 +210,9 @@ def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConf
     """
     from_file: dict[str, Any] = {}
     if yaml_path is not None:
-        from_file = {k: _coerce(k, v, yaml_path) for k, v in read_yaml(yaml_path).items()}
+        # `key:` with no value (null) leaves the setting at its default, as leaving it out does
+        raw = read_yaml(yaml_path)
+        from_file = {k: _coerce(k, v, yaml_path) for k, v in raw.items() if v is not None}
     values = {**from_file, **{k: v for k, v in flags.items() if v is not None}}
     try:
         return FinetuneConfig(**values), set(values)

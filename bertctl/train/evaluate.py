@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from bertctl import glue, memory
+from bertctl import glue, memory, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
 from bertctl.train import preflight
@@ -111,7 +111,7 @@ class PredictReport:
 
 def find_run(spec: str) -> Path | None:
     """The run folder `spec` names: the run itself, or its final/ folder; else None."""
-    path = Path(spec).expanduser()
+    path = paths.expand(spec)
     if (path / RUN_MARKER).is_file():
         return path
     if path.name == "final" and (path.parent / RUN_MARKER).is_file():
@@ -323,7 +323,7 @@ def _data_dir(task: glue.Task, data: str | None, settings: FinetuneConfig | None
     if data is not None or task.data_dir is not None:
         return glue.resolve_data_dir(task, data)
     if settings is not None and settings.data and _same_task(settings.task, task):
-        folder = Path(settings.data).expanduser()
+        folder = paths.expand(settings.data)
         if folder.is_dir():
             return folder
     return glue.resolve_data_dir(task, None)

@@ -60,7 +60,7 @@ def _hf_folder(spec: str, reporter) -> tuple[Path, catalog.Release | None, str]:
     """(HF-format folder, release, label) for any model spec, downloading or converting as needed."""
     from bertctl import hub
 
-    run = Path(spec).expanduser()
+    run = paths.expand(spec)
     if (run / RUN_MARKER).is_file():
         if not (run / "final" / "config.json").is_file():
             raise BertctlError(

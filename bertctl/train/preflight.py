@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bertctl import memory, modelref
+from bertctl import memory, modelref, paths
 from bertctl.bertconfig import BertConfig, load_config, require_config
 from bertctl.errors import BertctlError, UsageError
 from bertctl.train.config import FinetuneConfig
@@ -207,7 +207,7 @@ def model_config(spec: str, folder: Path | None = None) -> BertConfig | None:
     that is not downloaded yet. `folder`: an HF-format folder to read instead."""
     if folder is not None:
         return require_config(load_config(folder / "config.json"))
-    run = Path(spec).expanduser()
+    run = paths.expand(spec)
     if (run / RUN_MARKER).is_file():
         final = run / "final" / "config.json"
         return require_config(load_config(final)) if final.is_file() else None

@@ -62,7 +62,7 @@ import numpy as np
 import torch
 import yaml
 
-from bertctl import store
+from bertctl import paths, store
 from bertctl.errors import BertctlError, UsageError
 from bertctl.pretraining_data import (
     PrepareConfig,
@@ -786,8 +786,8 @@ def _pretrain(
         settings_text += f"bertctl pretrain run --out {out} --resume\n"
         saved = cfg.to_dict()
         for key in ("data", "model", "bert_config", "vocab"):
-            if saved[key] and Path(saved[key]).expanduser().exists():
-                saved[key] = str(Path(saved[key]).expanduser().resolve())
+            if saved[key] and paths.expand(saved[key]).exists():
+                saved[key] = str(paths.expand(saved[key]).resolve())
         _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
         # The vocabulary travels with the run: save_final copies it into final/.
         _write_text(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import yaml
 
-from bertctl import store
+from bertctl import paths, store
 from bertctl.errors import BertctlError
 
 RUN_JSON = "run.json"
@@ -59,8 +59,8 @@ def prepare_folder(cfg, task, prepared, resume: bool) -> Path:
 def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
     settings = cfg.to_dict()
     model = cfg.model or prepared.label
-    if Path(model).expanduser().exists():  # a local folder, written so --config works anywhere
-        model = str(Path(model).expanduser().resolve())
+    if paths.expand(model).exists():  # a local folder, written so --config works anywhere
+        model = str(paths.expand(model).resolve())
     settings.update(model=model, data=str(Path(data_dir).resolve()), task=task.name)
     text = "# bertctl finetune settings; rerun with: bertctl finetune --config config.yaml\n"
     text += yaml.safe_dump(settings, sort_keys=False)
