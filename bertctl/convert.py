@@ -579,7 +579,11 @@ def _publish(temp: Path, out_dir: Path) -> None:
         # instant out_dir is the old folder, absent, or the new one, never a mix.
         old = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.old")
         os.replace(out_dir, old)
-        os.replace(temp, out_dir)
+        try:
+            os.replace(temp, out_dir)
+        except OSError:
+            os.replace(old, out_dir)  # put the old folder back rather than leave none
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(temp, out_dir)  # also replaces an empty folder

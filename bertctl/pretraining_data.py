@@ -884,7 +884,11 @@ def _replace(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.old-{os.getpid()}"
         out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:
+            old.rename(out)  # put the old shards back rather than leave none
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
