@@ -97,6 +97,7 @@ BOMB = "\n".join(
         (b"batch_size: true\n", 1, "batch_size must be int, got True"),
         (b"seed: 99999999999999999999\n", 2, "--seed must be between 0 and 4294967295"),
         (b"eval_every: 0\n", 2, "--eval-every must be at least 1"),
+        (b"grad_accum: 0\n", 2, "--grad-accum must be at least 1"),  # was a ZeroDivisionError
         (b"- mrpc\n", 1, "expected a mapping of settings, got list"),
     ],
     ids=[
@@ -109,6 +110,7 @@ BOMB = "\n".join(
         "bool",
         "seed",
         "zero",
+        "grad-accum-zero",
         "list",
     ],
 )

@@ -105,7 +105,7 @@ class FinetuneConfig:
             (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
             (self.grad_accum >= 1, "--grad-accum must be at least 1"),
             (
-                self.batch_size % self.grad_accum == 0,
+                self.grad_accum < 1 or self.batch_size % self.grad_accum == 0,
                 "--batch-size must be a multiple of --grad-accum",
             ),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
