@@ -170,7 +170,8 @@ def test_a_model_folder_holding_only_a_pickle_is_refused_unopened(tiny, tmp_path
         result = cli(*args)
         assert result.code == 1
         error = one_error_line(result)
-        assert f"{folder} has no model.safetensors" in error and "never opens" in error
+        assert f"cannot load the model in {folder}: it has no model.safetensors" in error
+        assert "only pytorch_model.bin, a pickle, which bertctl never opens" in error
         assert not marker.exists()
 
 

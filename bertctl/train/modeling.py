@@ -124,7 +124,7 @@ def _check_loadable(folder: Path) -> None:
     if not (folder / "model.safetensors").is_file():
         pickled = (folder / "pytorch_model.bin").is_file()
         raise BertctlError(
-            f"{folder} has no model.safetensors"
+            f"cannot load the model in {folder}: it has no model.safetensors"
             + (" (only pytorch_model.bin, a pickle, which bertctl never opens)" if pickled else ""),
             "pass a model folder with model.safetensors (bertctl convert makes one)",
         )
@@ -137,7 +137,8 @@ def _check_loadable(folder: Path) -> None:
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != "bert":
         raise BertctlError(
-            f"{folder / 'config.json'} says model_type {model_type!r}, not 'bert'",
+            f"cannot load the model in {folder}: {folder / 'config.json'} says model_type "
+            f"{model_type!r}, not 'bert'",
             "bertctl trains BERT models and never runs a model's own code; pass a BERT folder",
         )
 
