@@ -21,9 +21,10 @@ class BertctlError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
     def one_line(self) -> str:
-        """The message and the fix on one line, newlines flattened."""
+        """The message and the fix on one line: every line break flattened (a file name can hold
+        a carriage return or U+2028 as well as a newline)."""
         text = self.message if not self.hint else f"{self.message}; {self.hint}"
-        return " ".join(text.split("\n"))
+        return " ".join(text.splitlines())
 
 
 class UsageError(BertctlError):

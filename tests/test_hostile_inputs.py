@@ -254,3 +254,11 @@ def test_a_damaged_checkpoint_index_in_a_zip_names_the_member_not_a_temp_copy(tm
     path.write_bytes(_zip(members))
     error = error_of(cli("inspect", path))  # found by the zip fuzz: a path under /tmp
     assert f"cannot read checkpoint index {path}:m/bert_model.ckpt.index" in error
+
+
+def test_a_file_name_with_line_breaks_still_makes_one_error_line(tmp_path):
+    for name in ("a\rb.txt", "a\u2028b.txt", "a\nb.txt"):
+        result = cli("tokenize", "-i", tmp_path / name)
+        assert result.code == 1
+        assert len(result.stderr.splitlines()) == 1  # one line however a terminal splits it
+        assert "no such file" in one_error_line(result)
