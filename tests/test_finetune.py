@@ -172,6 +172,35 @@ def test_final_model_loads_offline_in_transformers_with_every_weight(run, monkey
     assert all(torch.equal(final[k], last[k]) for k in final)
 
 
+def test_transformers_alone_reproduces_the_reported_metric_and_loss(run, monkeypatch):
+    """A user's own route: AutoTokenizer + AutoModelForSequenceClassification on final/, no
+    bertctl code, gives the dev accuracy, F1 and loss that the run reported."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from bertctl import glue, metrics
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    model = AutoModelForSequenceClassification.from_pretrained(run / "final").eval()
+    task = glue.get_task("mrpc")
+    dev = glue.read_split(task, MRPC, "dev").examples
+    labels = torch.tensor([task.label_id(e.label) for e in dev])
+    batch = tokenizer(
+        [e.text_a for e in dev],
+        [e.text_b for e in dev],
+        truncation=True,
+        max_length=128,
+        padding=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        logits = model(**batch).logits
+    last = json.loads((run / "metrics.json").read_text())[-1]
+    assert metrics.compute(task, labels.tolist(), logits.argmax(-1).tolist()) == last["metrics"]
+    loss = torch.nn.functional.cross_entropy(logits, labels).item()
+    assert loss == pytest.approx(last["loss"], abs=1e-5)
+
+
 def test_config_yaml_of_a_run_reruns_it(run, tmp_path):
     again = tmp_path / "again"
     ok(cli("finetune", "--config", run / "config.yaml", "--out", again, "--max-steps", 2))
