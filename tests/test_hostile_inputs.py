@@ -252,7 +252,7 @@ def test_a_damaged_checkpoint_index_in_a_zip_names_the_member_not_a_temp_copy(tm
     members["m/bert_model.ckpt.index"] = b"not an index"
     path = tmp_path / "model.zip"
     path.write_bytes(_zip(members))
-    error = error_of(cli("inspect", path))  # found by the zip fuzz: a path under /tmp
+    error = error_of(cli("inspect", path))  # found by the zip fuzz: a temp copy was named
     assert f"cannot read checkpoint index {path}:m/bert_model.ckpt.index" in error
 
 
