@@ -168,3 +168,25 @@ def test_undecodable_vocab_bytes_warn_and_match_google(tmp_path):
     assert r.code == 0
     assert json.loads(r.stdout)["ids"] == [4]  # b"ca\xfffe" decodes to "cafe" ignoring errors
     assert "warning:" in r.stderr and "line 5" in r.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`bertctl tokenize --input big.txt --json | head -1`: the pipe closing is not an error."""
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.txt"
+    big.write_text("the quick brown fox jumps over the lazy dog\n" * 200_000)
+    command = [sys.executable, "-m", "bertctl", "tokenize", "--input", str(big), "--json"]
+    for workers in ("1", "2"):
+        proc = subprocess.Popen(
+            [*command, "--workers", workers],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away, as `head` does
+        stderr = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141  # a pipe writer's status (128 + SIGPIPE)
+        assert json.loads(first)["tokens"][:2] == ["the", "quick"]
+        assert "error" not in stderr and "Traceback" not in stderr, stderr

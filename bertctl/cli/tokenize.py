@@ -184,10 +184,15 @@ def _tokenize_stream(
                 bar.advance(block.nbytes, postfix=f"{lines:,} lines")
         sys.stdout.flush()
     except OSError as exc:
-        # A full disk under a redirected stdout. The bytes still buffered cannot be written
-        # either; point stdout at /dev/null so the exit flush does not fail a second time.
+        # The bytes still buffered cannot be written either; point stdout at /dev/null so the
+        # exit flush does not fail a second time.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if isinstance(exc, BrokenPipeError):
+            # The reader stopped (`| head`): that is how a pipe ends, not an error. Exit
+            # quietly, as Unix tools do, with the status a pipe's writer gets.
+            raise typer.Exit(141) from None
+        # A full disk under a redirected stdout.
         raise BertctlError(
             f"cannot write the output after {lines:,} lines: {exc.strerror or exc}",
             "free some disk space (or write elsewhere) and run again",
