@@ -7,8 +7,6 @@ and stop after 2 steps.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -17,29 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 from clirun import Result, bertctl, one_error_line
+from clirun import in_process as cli
 
 from bertctl import memory
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MRPC = FIXTURES / "glue" / "MRPC"
 GOOGLE_BASE = {"64": 64, "128": 32, "256": 16, "320": 14, "384": 12, "512": 6}
-
-
-def cli(*args: object) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 # --------------------------------------------------------------------------------------------

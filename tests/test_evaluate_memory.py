@@ -7,15 +7,13 @@ release (2 layers, hidden 32, 64 positions) and the tiny GLUE fixtures.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 from clirun import Result, bertctl, one_error_line
+from clirun import in_process as cli
 
 from bertctl import memory
 
@@ -23,23 +21,6 @@ torch = pytest.importorskip("torch")
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MRPC = FIXTURES / "glue" / "MRPC"
-
-
-def cli(*args: object) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="module")

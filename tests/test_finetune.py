@@ -7,8 +7,6 @@ import; the resume test kills a real `bertctl` subprocess. Every run is a few op
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -21,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from clirun import Result, bertctl, one_error_line
+from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -29,23 +28,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GLUE = FIXTURES / "glue"
 MRPC = GLUE / "MRPC"
 FAST = ("--cpu", "--threads", "1", "--batch-size", "4")
-
-
-def cli(*args: object) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def ok(result: Result) -> Result:

@@ -10,8 +10,6 @@ scale-out test launches two real processes through torchrun.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 import yaml
 from clirun import Result, bertctl, one_error_line
+from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -46,23 +45,6 @@ GOOGLE_METRICS = {
     "next_sentence_accuracy",
     "next_sentence_loss",
 }
-
-
-def cli(*args: object) -> Result:
-    """`bertctl ARGS` in this process (the real entry point, its error handling included)."""
-    from bertctl.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["bertctl", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-    finally:
-        sys.argv = argv
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def ok(result: Result) -> Result:
