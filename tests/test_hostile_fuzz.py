@@ -557,12 +557,14 @@ def check_zip(tmp_path: Path, data: bytes) -> None:
 
 
 @FAST
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # duplicate members on purpose
 @given(data=ZIP_FILE)
 def test_zip_fuzz(tmp_path, data):
     check_zip(tmp_path, data)
 
 
 @SLOW
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # duplicate members on purpose
 @given(data=ZIP_FILE)
 def test_zip_fuzz_10k(tmp_path, data):
     check_zip(tmp_path, data)
