@@ -98,7 +98,7 @@ def test_small_model_preset_matches_bertctls_compact_defaults():
     from bertctl.train.config import small_model_defaults
 
     cfg, explicit = resolve(EXAMPLES / "finetune-small-model.yaml", {})
-    assert (cfg.lr, cfg.epochs) == (1e-4, 4.0)
+    assert (cfg.lr, cfg.epochs) == (3e-5, 4.0)
     assert {"lr": cfg.lr, "epochs": cfg.epochs} == small_model_defaults(512, 4)
     assert "task" not in explicit, "the task comes from the command line"
 
