@@ -285,12 +285,45 @@ def test_ctrl_c_during_a_log_write_takes_effect_when_the_write_ends():
     """The training log hands TensorBoard events to a writer thread through a queue; a
     KeyboardInterrupt raised inside that hand-off could leave the thread waiting forever and the
     run hung at close (seen once in the pre-emption test above). Signals are held for the write."""
-    from bertctl.train.runs import _signals_held
+    from bertctl.train.runs import signals_held
 
     reached = []
-    with pytest.raises(KeyboardInterrupt), _signals_held():
+    with pytest.raises(KeyboardInterrupt), signals_held():
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # long enough for Python to run a handler, had it not been held
         reached.append("the end of the write")
     assert reached == ["the end of the write"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+
+@pytest.mark.parametrize("workflow", ["finetune", "pretrain"])
+def test_a_signal_inside_the_optimizer_update_stops_after_it_with_a_checkpoint(
+    workflow, tiny, corpus_data, tmp_path, monkeypatch, home
+):
+    """SIGTERM landing while the optimizer changes the weights (the moment the random-step test
+    above once hit) waits for the update to end: the run names that step and its checkpoint
+    holds it, so --resume goes on from there instead of from an older checkpoint."""
+    signalled_at = 3
+    calls = []
+    real_step = torch.amp.GradScaler.step
+
+    def step_then_signal(self, optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == signalled_at:
+            os.kill(os.getpid(), signal.SIGTERM if workflow == "pretrain" else signal.SIGINT)
+            time.sleep(0.05)  # time enough for Python to run a handler inside the update
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step_then_signal)
+    run = tmp_path / "run"
+    if workflow == "finetune":
+        args = [*finetune_args(tiny), "--save-every", 100, "--out", run]
+    else:
+        args = ["pretrain", "run", corpus_data, "--model", tiny, "--steps", PRETRAIN_STEPS]
+        args += ["--save-every", 100, *PRETRAIN_FAST, "--out", run]
+    result = cli(*args)
+    assert result.code == 1, result.stderr
+    error = one_error_line(result)
+    assert f"interrupted at step {signalled_at};" in error, error
+    saved = run / "checkpoints" / f"step-{signalled_at:07d}"
+    assert json.loads((saved / "state.json").read_text())["step"] == signalled_at

@@ -311,8 +311,8 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     start_time = time.monotonic()
     trained_examples = 0
     # Ctrl-C can land mid-step: the checkpoint it leaves must hold the RNG state of the last
-    # finished step (a partial forward pass has drawn dropout masks), and none is written while
-    # the optimizer is changing the weights.
+    # finished step (a partial forward pass has drawn dropout masks). Out of memory inside the
+    # optimizer's update leaves no checkpoint of that step: the weights are half-changed.
     rng_at_step = runs.rng_state()
     updating = out_of_memory = False
     try:
@@ -340,12 +340,14 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         loss_value += float(loss.detach())
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    # Ctrl-C waits for the update to end; out of memory inside it cannot wait.
                     updating = True
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    rng_at_step = runs.rng_state()
+                    with runs.signals_held():
+                        scaler.step(optimizer)
+                        scaler.update()
+                        optimizer.zero_grad(set_to_none=True)
+                        step += 1
+                        rng_at_step = runs.rng_state()
                     updating = False
                     trained_examples += len(batch)
                     last_loss = loss_value
@@ -390,17 +392,16 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
         out_of_memory = True  # handled below, once the exception has let go of the step's tensors
     except KeyboardInterrupt:
         log.close()
-        if not updating:
-            runs.save_checkpoint(
-                out,
-                model,
-                optimizer,
-                step,
-                history,
-                cfg.keep_checkpoints,
-                rng=rng_at_step,
-                loss=last_loss,
-            )
+        runs.save_checkpoint(
+            out,
+            model,
+            optimizer,
+            step,
+            history,
+            cfg.keep_checkpoints,
+            rng=rng_at_step,
+            loss=last_loss,
+        )
         latest = runs.latest_checkpoint(out)
         saved = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
         raise BertctlError(

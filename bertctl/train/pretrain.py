@@ -876,7 +876,6 @@ def _pretrain(
     trained_tokens = 0.0
     trained_examples = 0
     train_seconds = 0.0
-    updating = False
     previous_sigint = signal.getsignal(signal.SIGINT)
     previous_sigterm = _sigterm_as_interrupt()
     try:
@@ -917,12 +916,13 @@ def _pretrain(
                     tokens += float(inputs["input_mask"].sum())
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                updating = True
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                updating = False
+                # Held signals: an interrupted run always stops between two whole updates, so
+                # the step it names has a checkpoint.
+                with runs.signals_held():
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
                 mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
                     [mlm_part, nsp_part, tokens], world, device
                 ).tolist()
@@ -971,7 +971,7 @@ def _pretrain(
             _restore_signal(stop, signal.SIG_IGN)
         if log is not None:
             log.close()
-        if world.main and not updating:
+        if world.main:
             runs.save_checkpoint(
                 out, model, optimizer, step, history, cfg.keep_checkpoints, loss=last_loss
             )

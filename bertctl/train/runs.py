@@ -107,13 +107,13 @@ class TrainLog:
             from tensorboardX import SummaryWriter
 
             purge = resume_step + 1 if resume_step is not None else None
-            with _signals_held():
+            with signals_held():
                 self.tb = SummaryWriter(str(out / "tb"), purge_step=purge)
         except ImportError:  # TensorBoard events are optional; the JSONL log is not
             pass
 
     def write(self, **record: Any) -> None:
-        with _signals_held():
+        with signals_held():
             self.handle.write(json.dumps(record) + "\n")
             self.handle.flush()  # a killed run keeps every step it finished
             if self.tb is not None:
@@ -123,7 +123,7 @@ class TrainLog:
                 self.tb.add_scalar("train/examples_per_second", record["examples_per_second"], step)
 
     def eval(self, record: dict[str, Any]) -> None:
-        with _signals_held():
+        with signals_held():
             self.handle.write(json.dumps({"eval": record}) + "\n")
             self.handle.flush()
             if self.tb is not None:
@@ -135,7 +135,7 @@ class TrainLog:
     def close(self) -> None:
         self.handle.close()
         if self.tb is not None:
-            with _signals_held():
+            with signals_held():
                 self.tb.close()
             self.tb = None
 
@@ -144,14 +144,15 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block is done, then act on them as before.
 
     Python raises KeyboardInterrupt wherever the main thread happens to be. Raised inside
     tensorboardX's hand-off to its writer thread (a multiprocessing queue), it can leave that
     thread waiting forever, and the run then hangs when the log is closed instead of saving its
-    checkpoint. The log's writes are short, so a signal that arrives during one simply takes
-    effect the moment it ends.
+    checkpoint. Raised inside an optimizer update, it leaves weights half-changed, so no checkpoint
+    of that step could be trusted. Both are short, so a signal that arrives during one simply
+    takes effect the moment it ends.
     """
     held: list[int] = []
     previous: dict[int, Any] = {}
