@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from clirun import bertctl
+from clirun import bertctl, in_process, one_error_line
 
 
 def test_help_lists_every_command_with_examples():
@@ -66,3 +66,22 @@ def test_demo_runs_offline(tmp_path):
 
 def test_unknown_command_is_a_usage_error():
     assert bertctl("frobnicate").code == 2
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["tokenzie", "x"], ["'tokenzie'", "'tokenize'", "bertctl --help"]),
+        (["tokenize", "x", "--max-seq-length", "abc"], ["--max-seq-length", "tokenize --help"]),
+        (["pretrain", "run", "--nope"], ["--nope", "pretrain run --help"]),
+        (["inspect"], ["PATH|NAME", "inspect --help"]),
+    ],
+    ids=["command", "value", "option", "argument"],
+)
+def test_a_usage_error_is_one_line_naming_the_flag_and_where_to_look(argv, names):
+    """Typer's own parse errors read like bertctl's: one line, exit 2, no box."""
+    r = in_process(*argv)
+    assert r.code == 2
+    error = one_error_line(r)
+    assert all(name in error for name in names), error
+    assert "─" not in r.stderr and "Usage:" not in r.stderr

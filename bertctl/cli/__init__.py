@@ -80,7 +80,21 @@ def main() -> None:
     from bertctl.errors import BertctlError
 
     try:
-        app()
+        # Not standalone: Typer hands usage errors back instead of drawing them in a box, so
+        # they become one error line like every other.
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # a usage error: bad flag, value or command
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `bertctl`: its help, exit 2
+            if exc.format_message().strip():  # rich help is printed as it is built
+                print(exc.format_message())
+            sys.exit(exc.exit_code)
+        ctx = getattr(exc, "ctx", None)
+        hint = f"; see: {ctx.command_path} --help" if ctx is not None else ""
+        ui.error(exc.format_message().rstrip(".") + hint)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # end of input where a prompt expected an answer
+        ui.error("interrupted")
+        sys.exit(130)
     except BertctlError as exc:
         if os.environ.get("BERTCTL_DEBUG"):
             raise
@@ -101,6 +115,7 @@ def main() -> None:
             "(files written before are intact; a training run continues with --resume)"
         )
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 # No space left, disk quota exceeded, file too large for the file system or the process limit.
