@@ -85,6 +85,7 @@ import numpy as np
 from bertctl import paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import CLS, MASK, SEP, Tokenizer, Vocab
+from bertctl.tokenstream import check_workers
 
 FORMAT = "bertctl-pretraining-data"
 FORMAT_VERSION = 1
@@ -707,8 +708,7 @@ def prepare(
         BertctlError: a missing corpus file, a corpus without text, an `out` in the way.
     """
     cfg = cfg or PrepareConfig()
-    if workers is not None and workers < 1:
-        raise UsageError(f"--workers {workers} is out of range", "pass 1 or more")
+    check_workers(workers)
     files = resolve_corpus(corpus)
     out = paths.expand(out)
     _check_out(out, overwrite)

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from bertctl.errors import UsageError
 from bertctl.tokenization import Tokenizer, Vocab, build_inputs
 
 CHUNK_BYTES = 1 << 20
@@ -153,6 +154,19 @@ def _run_chunk(args: tuple[list[bytes], OutputFormat, int]) -> Block:
     assert _worker is not None
     tokenizer, lean = _worker
     return format_lines(tokenizer, *args, lean=lean)
+
+
+def check_workers(workers: int | None) -> None:
+    """Refuse a --workers count that could only exhaust the machine: each worker process holds
+    its own tokenizer, and more than a few per core only queue for the same cores."""
+    if workers is None:
+        return
+    cores = os.cpu_count() or 1
+    if workers < 1 or workers > 4 * cores:
+        raise UsageError(
+            f"--workers {workers} is out of range for the {cores} cores here",
+            f"pass 1 to {4 * cores} (or leave it out: one per core)",
+        )
 
 
 def default_workers(size: int | None) -> int:

@@ -144,6 +144,9 @@ def test_usage_errors_exit_2():
     r = bertctl("tokenize", "x", "--model", "base-uncased", "--vocab", "v.txt")
     assert r.code == 2 and "pass one of them" in one_error_line(r)
     assert bertctl("tokenize", "x", "--max-seq-length", "0").code == 2
+    # a worker count that could only exhaust the machine: refused before any process starts
+    r = bertctl("tokenize", "--input", "-", "--workers", "100000", stdin=b"x\n")
+    assert r.code == 2 and "--workers 100000" in one_error_line(r) and r.stdout == ""
 
 
 def test_bad_vocab_files(tmp_path):

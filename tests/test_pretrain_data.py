@@ -621,6 +621,11 @@ def test_cli_errors(tmp_path):
     assert "--masked-lm-prob 2.0" in one_error_line(r)
     r = bertctl("pretrain", "prepare", str(empty), "--out", str(tmp_path), "--dupe-factor", "0")
     assert r.code == 2
+    r = bertctl(
+        "pretrain", "prepare", str(empty), "--out", str(tmp_path / "w"), "--workers", "9999"
+    )
+    assert r.code == 2 and "--workers 9999" in one_error_line(r)
+    assert not (tmp_path / "w").exists()
     r = bertctl("pretrain", "prepare", str(empty), "--out", str(tmp_path))
     assert r.code == 1
     assert "--overwrite" in one_error_line(r)

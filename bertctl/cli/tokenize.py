@@ -60,7 +60,6 @@ def tokenize(
         int | None,
         typer.Option(
             "--workers",
-            min=1,
             help="Processes for --input (default: all cores for files over 4 MiB).",
         ),
     ] = None,
@@ -167,8 +166,15 @@ def _tokenize_stream(
     tokenizer, name: str, as_json: bool, max_seq_length: int | None, workers: int | None
 ) -> None:
     """One output line per input line, in constant memory; progress on stderr."""
-    from bertctl.tokenstream import OutputFormat, chunks, default_workers, tokenize_chunks
+    from bertctl.tokenstream import (
+        OutputFormat,
+        check_workers,
+        chunks,
+        default_workers,
+        tokenize_chunks,
+    )
 
+    check_workers(workers)
     handle, size, label = _open_input(name)
     fmt = OutputFormat(as_json, max_seq_length)
     n_workers = workers if workers is not None else default_workers(size)
