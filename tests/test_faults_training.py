@@ -301,8 +301,8 @@ def test_a_signal_inside_the_optimizer_update_stops_after_it_with_a_checkpoint(
     workflow, tiny, corpus_data, tmp_path, monkeypatch, home
 ):
     """SIGTERM landing while the optimizer changes the weights (the moment the random-step test
-    above once hit) waits for the update to end: the run names that step and its checkpoint
-    holds it, so --resume goes on from there instead of from an older checkpoint."""
+    above hit twice) waits for the update and its log line: the run names that step, its
+    checkpoint holds it and the log has it, so --resume goes on from there with no step lost."""
     signalled_at = 3
     calls = []
     real_step = torch.amp.GradScaler.step
@@ -327,3 +327,5 @@ def test_a_signal_inside_the_optimizer_update_stops_after_it_with_a_checkpoint(
     assert f"interrupted at step {signalled_at};" in error, error
     saved = run / "checkpoints" / f"step-{signalled_at:07d}"
     assert json.loads((saved / "state.json").read_text())["step"] == signalled_at
+    # ... and the step it names is in the log: a resumed run would otherwise never log it
+    assert steps_logged(run) == list(range(1, signalled_at + 1))

@@ -340,7 +340,8 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         loss_value += float(loss.detach())
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    # Ctrl-C waits for the update to end; out of memory inside it cannot wait.
+                    # Ctrl-C waits for the update and its log line, so an interrupted run stops
+                    # between two whole, logged steps; out of memory inside the update cannot.
                     updating = True
                     with runs.signals_held():
                         scaler.step(optimizer)
@@ -348,17 +349,17 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         optimizer.zero_grad(set_to_none=True)
                         step += 1
                         rng_at_step = runs.rng_state()
-                    updating = False
-                    trained_examples += len(batch)
-                    last_loss = loss_value
-                    rate = trained_examples / max(time.monotonic() - start_time, 1e-9)
-                    log.write(
-                        step=step,
-                        epoch=step / batches_per_epoch,
-                        loss=loss_value,
-                        lr=lr,
-                        examples_per_second=rate,
-                    )
+                        updating = False
+                        trained_examples += len(batch)
+                        last_loss = loss_value
+                        rate = trained_examples / max(time.monotonic() - start_time, 1e-9)
+                        log.write(
+                            step=step,
+                            epoch=step / batches_per_epoch,
+                            loss=loss_value,
+                            lr=lr,
+                            examples_per_second=rate,
+                        )
                     bar.advance(
                         1,
                         postfix=f"epoch {step / batches_per_epoch:.2f}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:.1f} ex/s",

@@ -914,35 +914,37 @@ def _pretrain(
                     mlm_part += float(mlm.detach())
                     nsp_part += float(nsp.detach())
                     tokens += float(inputs["input_mask"].sum())
+                mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
+                    [mlm_part, nsp_part, tokens], world, device
+                ).tolist()
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                # Held signals: an interrupted run always stops between two whole updates, so
-                # the step it names has a checkpoint.
+                # Signals held from the update to its log line: an interrupted run always stops
+                # between two whole, logged steps, so the step it names has a checkpoint and the
+                # log every step once. (No collective inside, so a held signal cannot wait on
+                # another process.)
                 with runs.signals_held():
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
-                mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
-                    [mlm_part, nsp_part, tokens], world, device
-                ).tolist()
-                last_loss = mlm_loss + nsp_loss
-                train_seconds += time.monotonic() - started
-                trained_tokens += step_tokens
-                trained_examples += cfg.batch_size
-                rate = trained_tokens / max(train_seconds, 1e-9)
-                if log is not None:
-                    log.write(
-                        step=step,
-                        epoch=step * cfg.batch_size / train_instances,
-                        loss=last_loss,
-                        masked_lm_loss=mlm_loss,
-                        next_sentence_loss=nsp_loss,
-                        lr=lr,
-                        tokens=step_tokens,
-                        tokens_per_second=rate,
-                        examples_per_second=trained_examples / max(train_seconds, 1e-9),
-                    )
+                    last_loss = mlm_loss + nsp_loss
+                    train_seconds += time.monotonic() - started
+                    trained_tokens += step_tokens
+                    trained_examples += cfg.batch_size
+                    rate = trained_tokens / max(train_seconds, 1e-9)
+                    if log is not None:
+                        log.write(
+                            step=step,
+                            epoch=step * cfg.batch_size / train_instances,
+                            loss=last_loss,
+                            masked_lm_loss=mlm_loss,
+                            next_sentence_loss=nsp_loss,
+                            lr=lr,
+                            tokens=step_tokens,
+                            tokens_per_second=rate,
+                            examples_per_second=trained_examples / max(train_seconds, 1e-9),
+                        )
                 bar.advance(
                     1,
                     postfix=f"loss {last_loss:.4f} (mlm {mlm_loss:.3f} nsp {nsp_loss:.3f})  "
