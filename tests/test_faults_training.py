@@ -329,3 +329,55 @@ def test_a_signal_inside_the_optimizer_update_stops_after_it_with_a_checkpoint(
     assert json.loads((saved / "state.json").read_text())["step"] == signalled_at
     # ... and the step it names is in the log: a resumed run would otherwise never log it
     assert steps_logged(run) == list(range(1, signalled_at + 1))
+
+
+def evals_logged(run: Path) -> list[int]:
+    lines = (run / "train_log.jsonl").read_text().splitlines()
+    return [r["eval"]["step"] for r in map(json.loads, lines) if "eval" in r]
+
+
+@pytest.mark.parametrize("workflow", ["finetune", "pretrain"])
+def test_a_signal_during_an_evaluation_is_made_good_by_the_resumed_run(
+    workflow, tiny, straight, corpus_data, tmp_path, monkeypatch, home
+):
+    """Ctrl-C (or SIGTERM) while the dev set is being scored: the step's checkpoint is saved
+    but its evaluation never finished. The resumed run makes that evaluation first, so
+    metrics.json and the log end exactly as a straight run's."""
+    import bertctl.train.finetune as finetune_module
+    import bertctl.train.pretrain as pretrain_module
+
+    module, name = (
+        (finetune_module, "run_eval") if workflow == "finetune" else (pretrain_module, "evaluate")
+    )
+    real_eval = getattr(module, name)
+    calls = []
+
+    def signal_in_eval(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGINT if workflow == "finetune" else signal.SIGTERM)
+            time.sleep(0.05)  # the handler runs here, inside the evaluation
+        return real_eval(*args, **kwargs)
+
+    if workflow == "finetune":
+        args, reference = finetune_args(tiny), straight
+    else:
+        args = ["pretrain", "run", corpus_data, "--model", tiny, "--steps", 8, "--eval-every", 4]
+        args += ["--save-every", 100, *PRETRAIN_FAST]
+        reference = tmp_path / "straight"
+        ok(cli(*args, "--out", reference))
+    run = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(module, name, signal_in_eval)
+        result = cli(*args, "--out", run)
+    first_eval = evals_logged(reference)[0]
+    assert result.code == 1 and f"interrupted at step {first_eval};" in one_error_line(result)
+    assert first_eval not in evals_logged(run)  # the evaluation was cut short
+
+    resume = ["pretrain", "run"] if workflow == "pretrain" else ["finetune"]
+    ok(cli(*resume, "--out", run, "--resume"))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics == json.loads((reference / "metrics.json").read_text())
+    assert evals_logged(run) == evals_logged(reference)
+    assert steps_logged(run) == steps_logged(reference)
+    same_weights(reference / "final", run / "final")

@@ -307,6 +307,14 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     # ---- the loop ---------------------------------------------------------------------------
     # The log drops what a killed run wrote after its last checkpoint, so every step is logged once.
     log = runs.TrainLog(out, resume_step=step if resume else None)
+    if resume and runs.evaluation_missing(step, eval_every, total_steps, history):
+        # Stopped during the evaluation of its last step: make it now, as a straight run did.
+        record = run_eval(
+            model, feats, splits, task, cfg, device, autocast, step, batches_per_epoch
+        )
+        history.append(record)
+        log.eval(record)
+        runs.save_metrics(out, history)
     micro = cfg.batch_size // cfg.grad_accum
     start_time = time.monotonic()
     trained_examples = 0

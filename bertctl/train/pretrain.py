@@ -873,6 +873,13 @@ def _pretrain(
 
     # ---- the loop ---------------------------------------------------------------------------
     log = runs.TrainLog(out, resume_step=step if resume else None) if world.main else None
+    if resume and runs.evaluation_missing(step, eval_every, total_steps, history) and len(held):
+        # Stopped during the evaluation of its last step: make it now, as a straight run did.
+        record = run_eval(step)
+        history.append(record)
+        if log is not None:
+            log.eval(record)
+            runs.save_metrics(out, history)
     trained_tokens = 0.0
     trained_examples = 0
     train_seconds = 0.0
