@@ -307,14 +307,16 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     # ---- the loop ---------------------------------------------------------------------------
     # The log drops what a killed run wrote after its last checkpoint, so every step is logged once.
     log = runs.TrainLog(out, resume_step=step if resume else None)
-    if resume and runs.evaluation_missing(step, eval_every, total_steps, history):
-        # Stopped during the evaluation of its last step: make it now, as a straight run did.
-        record = run_eval(
-            model, feats, splits, task, cfg, device, autocast, step, batches_per_epoch
-        )
+
+    def evaluate_at(at: int) -> None:
+        """Score the dev splits after step `at`, into metrics.json and the log."""
+        record = run_eval(model, feats, splits, task, cfg, device, autocast, at, batches_per_epoch)
         history.append(record)
         log.eval(record)
         runs.save_metrics(out, history)
+
+    if resume and runs.evaluation_missing(step, eval_every, total_steps, history):
+        evaluate_at(step)  # stopped during this evaluation: make it now, as a straight run did
     micro = cfg.batch_size // cfg.grad_accum
     start_time = time.monotonic()
     trained_examples = 0
@@ -372,21 +374,8 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         1,
                         postfix=f"epoch {step / batches_per_epoch:.2f}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:.1f} ex/s",
                     )
-                    if step % eval_every == 0 or step == total_steps:
-                        record = run_eval(
-                            model,
-                            feats,
-                            splits,
-                            task,
-                            cfg,
-                            device,
-                            autocast,
-                            step,
-                            batches_per_epoch,
-                        )
-                        history.append(record)
-                        log.eval(record)
-                        runs.save_metrics(out, history)
+                    if runs.evaluation_due(step, eval_every, total_steps):
+                        evaluate_at(step)
                     if step % save_every == 0 or step == total_steps:
                         runs.save_checkpoint(
                             out,

@@ -873,13 +873,18 @@ def _pretrain(
 
     # ---- the loop ---------------------------------------------------------------------------
     log = runs.TrainLog(out, resume_step=step if resume else None) if world.main else None
-    if resume and runs.evaluation_missing(step, eval_every, total_steps, history) and len(held):
-        # Stopped during the evaluation of its last step: make it now, as a straight run did.
-        record = run_eval(step)
+
+    def evaluate_at(at: int) -> None:
+        """Google's metrics on the held-out instances after step `at`, into history (every
+        process) and metrics.json and the log (the main one)."""
+        record = run_eval(at)
         history.append(record)
         if log is not None:
             log.eval(record)
             runs.save_metrics(out, history)
+
+    if resume and runs.evaluation_missing(step, eval_every, total_steps, history) and len(held):
+        evaluate_at(step)  # stopped during this evaluation: make it now, as a straight run did
     trained_tokens = 0.0
     trained_examples = 0
     train_seconds = 0.0
@@ -957,12 +962,8 @@ def _pretrain(
                     postfix=f"loss {last_loss:.4f} (mlm {mlm_loss:.3f} nsp {nsp_loss:.3f})  "
                     f"lr {lr:.2e}  {rate:,.0f} tokens/s",
                 )
-                if (step % eval_every == 0 or step == total_steps) and len(held):
-                    record = run_eval(step)
-                    history.append(record)
-                    if log is not None:
-                        log.eval(record)
-                        runs.save_metrics(out, history)
+                if runs.evaluation_due(step, eval_every, total_steps) and len(held):
+                    evaluate_at(step)
                 if world.main and (step % cfg.save_every == 0 or step == total_steps):
                     runs.save_checkpoint(
                         out,

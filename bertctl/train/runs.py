@@ -191,11 +191,15 @@ def save_metrics(out: Path, history: list[dict[str, Any]]) -> None:
     store.write_json_atomic(out / "metrics.json", history)
 
 
+def evaluation_due(step: int, every: int, total: int) -> bool:
+    """Whether a run evaluates once `step` is done: every `every` steps and at the end."""
+    return step > 0 and (step % every == 0 or step == total)
+
+
 def evaluation_missing(step: int, every: int, total: int, history: list[dict[str, Any]]) -> bool:
     """Whether a run resumed at `step` lacks the evaluation a straight run made there (Ctrl-C
     landed during it: the checkpoint was saved, the evaluation never finished)."""
-    due = step > 0 and (step % every == 0 or step == total)
-    return due and all(record["step"] != step for record in history)
+    return evaluation_due(step, every, total) and all(r["step"] != step for r in history)
 
 
 # --------------------------------------------------------------------------------------------
