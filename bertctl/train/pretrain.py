@@ -358,7 +358,7 @@ def to_tensors(features: dict[str, np.ndarray], device: torch.device) -> dict[st
 
 
 class MaskedLMAndNSP(torch.nn.Module):
-    """BertForPreTraining's two losses, the masked-LM one at the masked positions only.
+    """BertForPreTraining's two losses, computed where they are read.
 
     `forward` takes Google's features (batch B, length S, predictions P) and returns sums, so
     that any number of micro-batches and processes add up to the batch's means:
@@ -367,13 +367,15 @@ class MaskedLMAndNSP(torch.nn.Module):
     - mlm_correct, mlm_count: argmax hits and the number of those positions;
     - nsp_loss, nsp_correct, nsp_count: the same for next-sentence prediction, per instance.
 
-    The encoder output [B, S, H] is gathered at the positions ([M, H], M ≈ 0.15·B·S) before the
-    prediction head, so the [M, vocab] logits are the only vocabulary-sized tensor.
+    The encoder runs on the real tokens and gives the last layer at [CLS] and the masked
+    positions only (`encoder.encode`), so the [M, vocab] logits (M ≈ 0.15·B·S) are the only
+    vocabulary-sized tensor.
     """
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, checkpointing: bool = False) -> None:
         super().__init__()
         self.model = model  # transformers' BertForPreTraining
+        self.checkpointing = checkpointing
 
     def forward(
         self,
@@ -385,16 +387,17 @@ class MaskedLMAndNSP(torch.nn.Module):
         masked_lm_weights: torch.Tensor,
         next_sentence_labels: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        encoded = self.model.bert(
-            input_ids=input_ids, attention_mask=input_mask, token_type_ids=segment_ids
+        from bertctl.train.encoder import encode
+
+        batch = input_ids.shape[0]
+        cls = torch.zeros_like(masked_lm_positions[:, :1])
+        positions = torch.cat([cls, masked_lm_positions], dim=1)  # [B, 1 + P]
+        encoded = encode(
+            self.model.bert, input_ids, input_mask, segment_ids, positions, self.checkpointing
         )
-        sequence, pooled = encoded.last_hidden_state, encoded.pooler_output
-        batch, length, hidden = sequence.shape
+        pooled = self.model.bert.pooler(encoded)  # from column 0, [CLS]
         real = masked_lm_weights > 0
-        rows = torch.arange(batch, device=sequence.device).unsqueeze(1) * length
-        flat = (masked_lm_positions + rows)[real]  # [M] indices into the [B*S] positions
-        gathered = sequence.reshape(batch * length, hidden).index_select(0, flat)
-        logits = self.model.cls.predictions(gathered).float()  # [M, vocab]
+        logits = self.model.cls.predictions(encoded[:, 1:][real]).float()  # [M, vocab]
         targets = masked_lm_ids[real]
         mlm = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         nsp_logits = self.model.cls.seq_relationship(pooled).float()  # [B, 2]
@@ -405,7 +408,7 @@ class MaskedLMAndNSP(torch.nn.Module):
             "mlm_count": real.sum(),
             "nsp_loss": nsp,
             "nsp_correct": (nsp_logits.detach().argmax(-1) == next_sentence_labels).sum(),
-            "nsp_count": torch.tensor(batch, device=sequence.device),
+            "nsp_count": torch.tensor(batch, device=input_ids.device),
         }
 
 
@@ -814,13 +817,11 @@ def _pretrain(
 
     # ---- model ------------------------------------------------------------------------------
     model = build_model(source, cfg.seed, reporter)
-    if cfg.grad_checkpointing:  # non-reentrant: the kind DDP's gradient hooks work with
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if device.type == "cpu":
         own_memory(model)
     model.to(device)
     model.train()
-    scorer = MaskedLMAndNSP(model)
+    scorer = MaskedLMAndNSP(model, checkpointing=cfg.grad_checkpointing)
 
     # ---- optimizer and schedule -----------------------------------------------------------------
     optimizer = make_pretraining_optimizer(model, cfg.optimizer, lr_peak, cfg.weight_decay)
