@@ -11,7 +11,8 @@ see an ordinary BertForPreTraining), differently:
 - the last layer computes only the positions asked for: their queries attend to every real token
   as before, so their outputs are unchanged, and the other ~90% of that layer is skipped;
 - dropout keeps a value where a uniform draw is ≥ the rate, as Google's `tf.nn.dropout` does;
-  on CPU that costs about half of torch's `bernoulli_`, which was 11% of a step.
+  on CPU that costs about half of torch's `bernoulli_`, which was 11% of a step. (The same
+  distribution as torch's dropout; on a GPU, torch's fused kernels draw it.)
 
 No library does this for BERT on CPU (transformers has no unpadded BERT; the fused kernels that
 skip padding are CUDA-only), hence by hand. In eval mode the outputs equal BertModel's at the
@@ -28,9 +29,12 @@ def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     """Google's dropout: keep where uniform [0, 1) ≥ `rate`, scale the kept by 1 / (1 - rate).
 
     The uniform draw is float32 whatever x's dtype, so the rate is exact under bf16 autocast.
+    Off the CPU, torch's fused dropout kernel: the same distribution in one pass.
     """
     if not training or rate == 0.0:
         return x
+    if x.device.type != "cpu":
+        return F.dropout(x, rate, training=True)
     keep = torch.rand(x.shape, device=x.device) >= rate
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - rate))
 
@@ -47,9 +51,15 @@ def attend(
 
     Shapes: q [B, heads, Q, d], k and v [B, heads, S, d], bias [B, 1, 1, S] (0 for a real key, a
     large negative number for padding); returns [B, heads, Q, d].
+
+    Without dropout, and on a GPU (whose fused kernels draw the dropout inside, never storing
+    the [B, heads, Q, S] probabilities), torch's scaled_dot_product_attention. With dropout on
+    the CPU, torch would fall back to its unfused math path with `bernoulli_` masks; the same
+    math is written here with Google's cheaper draw.
     """
-    if not training or rate == 0.0:  # no dropout: torch's fused kernel
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+    if not training or rate == 0.0 or q.device.type != "cpu":
+        drop = rate if training else 0.0
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop)
     scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5) + bias
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(v.dtype)
     return torch.matmul(dropout(probs, rate, training), v)
