@@ -87,7 +87,7 @@ def encode(
     slot[real] = torch.arange(real.numel(), device=input_ids.device)  # position -> packed row
     rows = torch.arange(batch, device=input_ids.device).unsqueeze(1) * length
     wanted = slot[(positions + rows).reshape(-1)]  # [B·Q] packed rows of the asked positions
-    # Additive mask over the keys; -1e4 rather than -inf keeps a fully padded row finite.
+    # Additive mask over the keys, -10000 at padding as in Google's modeling.py (exp() of it is 0).
     bias = (1.0 - input_mask.to(torch.float32))[:, None, None, :] * -10000.0
 
     emb = bert.embeddings
