@@ -328,7 +328,7 @@ def main() -> int:
     parser.add_argument("--contenders", default="trainer,bertctl")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (medians)")
     parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 2])
-    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--copies", type=int, default=16)
     parser.add_argument("--shard-documents", type=int, default=40)
     parser.add_argument("--demo-steps", type=int, default=60)
     parser.add_argument("--demo-lr", type=float, default=1e-4)
