@@ -325,6 +325,13 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     # optimizer's update leaves no checkpoint of that step: the weights are half-changed.
     rng_at_step = runs.rng_state()
     updating = out_of_memory = False
+
+    def checkpoint(rng: dict[str, Any] | None = None) -> None:
+        """Everything --resume needs after `step`; `rng`: the RNG state to resume with."""
+        runs.save_checkpoint(
+            out, model, optimizer, step, history, cfg.keep_checkpoints, rng=rng, loss=last_loss
+        )
+
     try:
         with reporter.progress("Fine-tuning", total_steps, "steps") as bar:
             bar.advance(step)
@@ -377,29 +384,12 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                     if runs.evaluation_due(step, eval_every, total_steps):
                         evaluate_at(step)
                     if step % save_every == 0 or step == total_steps:
-                        runs.save_checkpoint(
-                            out,
-                            model,
-                            optimizer,
-                            step,
-                            history,
-                            cfg.keep_checkpoints,
-                            loss=last_loss,
-                        )
+                        checkpoint()
     except torch.cuda.OutOfMemoryError:
         out_of_memory = True  # handled below, once the exception has let go of the step's tensors
     except KeyboardInterrupt:
         log.close()
-        runs.save_checkpoint(
-            out,
-            model,
-            optimizer,
-            step,
-            history,
-            cfg.keep_checkpoints,
-            rng=rng_at_step,
-            loss=last_loss,
-        )
+        checkpoint(rng_at_step)
         latest = runs.latest_checkpoint(out)
         saved = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
         raise BertctlError(
@@ -413,16 +403,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
         torch.cuda.empty_cache()
         log.close()
         if not updating:
-            runs.save_checkpoint(
-                out,
-                model,
-                optimizer,
-                step,
-                history,
-                cfg.keep_checkpoints,
-                rng=rng_at_step,
-                loss=last_loss,
-            )
+            checkpoint(rng_at_step)
         raise preflight.out_of_memory(cfg, device, prepared.folder, out, step)
     train_seconds = time.monotonic() - start_time
     log.close()
