@@ -392,20 +392,10 @@ def test_a_signal_during_an_evaluation_is_made_good_by_the_resumed_run(
 # Out of GPU memory in the middle of a run
 
 
-@pytest.mark.parametrize("where", ["forward", "update"])
-def test_out_of_memory_mid_run_keeps_the_last_whole_step_and_the_named_flags_finish_it(
-    where, tiny, straight, tmp_path, monkeypatch, home
-):
-    """torch.cuda.OutOfMemoryError in a step's forward pass (the usual place) or inside the
-    optimizer's update. There is no GPU here, so the error is raised where CUDA would raise it
-    and the card's figures come from a pretend 16 GB one; everything else is the real run. One
-    error line names the step, the checkpoint kept and the flags to resume with; an update cut
-    short leaves no checkpoint of its half-changed weights; resuming with the named flags
-    goes on from the kept step and finishes with every step logged once."""
-    import shlex
+@pytest.fixture
+def pretend_gpu(monkeypatch):
+    """What the out-of-memory message reads of the card, from a pretend 16 GiB one."""
     from types import SimpleNamespace
-
-    import transformers
 
     gib = 2**30
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 15 * gib)
@@ -414,6 +404,25 @@ def test_out_of_memory_mid_run_keeps_the_last_whole_step_and_the_named_flags_fin
         "get_device_properties",
         lambda device=None: SimpleNamespace(total_memory=16 * gib),
     )
+
+
+@pytest.mark.parametrize("where", ["forward", "update"])
+@pytest.mark.parametrize("workflow", ["finetune", "pretrain"])
+def test_out_of_memory_mid_run_keeps_the_last_whole_step_and_the_named_flags_finish_it(
+    workflow, where, tiny, straight, corpus_data, tmp_path, monkeypatch, pretend_gpu, home
+):
+    """torch.cuda.OutOfMemoryError in a step's forward pass (the usual place) or inside the
+    optimizer's update. There is no GPU here, so the error is raised where CUDA would raise it
+    (the card's figures: `pretend_gpu`); everything else is the real run. One error line names
+    the step, the checkpoint kept and the flags to resume with; an update cut short leaves no
+    checkpoint of its half-changed weights; resuming with the named flags goes on from the kept
+    step and finishes with every step logged once."""
+    import shlex
+
+    import transformers
+
+    from bertctl.train.pretrain import MaskedLMAndNSP
+
     calls = []
 
     def out_of_memory_at(nth: int, real):
@@ -430,18 +439,26 @@ def test_out_of_memory_mid_run_keeps_the_last_whole_step_and_the_named_flags_fin
 
         return patched
 
+    if workflow == "finetune":
+        args, reference = finetune_args(tiny), straight
+        forward = transformers.BertForSequenceClassification
+    else:
+        args = ["pretrain", "run", corpus_data, "--model", tiny, "--steps", 8]
+        args += ["--save-every", 2, *PRETRAIN_FAST]
+        reference = tmp_path / "straight"
+        ok(cli(*args, "--out", reference))
+        forward = MaskedLMAndNSP
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
         if where == "forward":  # the 4th step's forward pass: steps 1-3 are whole
-            cls = transformers.BertForSequenceClassification
-            patch.setattr(cls, "forward", out_of_memory_at(4, cls.forward))
+            patch.setattr(forward, "forward", out_of_memory_at(4, forward.forward))
             stopped, kept = 3, 3  # the handler saves the finished step 3
         else:  # the 4th update: the weights are past step 3 and short of step 4, so nothing
             # is saved and the kept checkpoint is step 2's (--save-every 2)
             step = torch.amp.GradScaler.step
             patch.setattr(torch.amp.GradScaler, "step", out_of_memory_at(4, step))
             stopped, kept = 3, 2
-        result = cli(*finetune_args(tiny), "--out", run)
+        result = cli(*args, "--out", run)
     assert result.code == 1, result.stderr
     error = one_error_line(result)
     expected = f"error: out of GPU memory at step {stopped} on cpu (16.00 GiB): 15.00 GiB was"
@@ -452,11 +469,13 @@ def test_out_of_memory_mid_run_keeps_the_last_whole_step_and_the_named_flags_fin
     state = json.loads((run / "checkpoints" / latest[-1] / "state.json").read_text())
     assert state["step"] == kept
     hint = error.split("resume with: bertctl ", 1)[1]
-    assert hint == f"finetune --out {run} --resume --batch-size 4 --grad-accum 2", hint
+    command = "finetune" if workflow == "finetune" else "pretrain run"
+    batch = " --batch-size 4" if workflow == "finetune" else ""
+    assert hint == f"{command} --out {run} --resume{batch} --grad-accum 2", hint
 
     ok(cli(*shlex.split(hint)))
-    assert steps_logged(run) == steps_logged(straight)  # every step once
+    assert steps_logged(run) == steps_logged(reference)  # every step once
     # Up to the kept step the run was the straight one; after it, two micro-batches of 2 draw
     # other dropout masks than one of 4, so the losses part.
-    assert losses_logged(run)[:kept] == losses_logged(straight)[:kept]
+    assert losses_logged(run)[:kept] == losses_logged(reference)[:kept]
     assert (run / "final" / "model.safetensors").is_file()

@@ -601,13 +601,7 @@ def check_memory(
     if cfg.force:
         reporter.step("Memory check skipped (--force)")
         return cfg
-    settings = memory.Settings(
-        batch_size=cfg.batch_size // world.size,
-        max_seq_length=seq,
-        precision=preflight.run_precision(cfg.precision, device),
-        grad_accum=cfg.grad_accum,
-        grad_checkpointing=cfg.grad_checkpointing,
-    )
+    settings = memory_settings(cfg, seq, world, device)
     need = memory.estimate_settings(config, settings, preflight.ATTENTION, task="pretrain")
     fmt = memory.format_bytes
     if need.total <= budget.bytes:
@@ -653,6 +647,55 @@ def check_memory(
     else:
         hint = "use a GPU with more memory, more processes, a smaller model, or --force"
     raise BertctlError(message, hint)
+
+
+def memory_settings(cfg: PretrainConfig, seq: int, world: World, device) -> Any:
+    """The memory planner's settings for one process of this run."""
+    from bertctl import memory
+    from bertctl.train import preflight
+
+    return memory.Settings(
+        batch_size=cfg.batch_size // world.size,
+        max_seq_length=seq,
+        precision=preflight.run_precision(cfg.precision, device),
+        grad_accum=cfg.grad_accum,
+        grad_checkpointing=cfg.grad_checkpointing,
+    )
+
+
+def out_of_memory_error(
+    cfg: PretrainConfig, config, seq: int, world: World, device, out: Path, step: int
+) -> BertctlError:
+    """The error for a run that ran out of GPU memory: the peak against the estimate, the
+    checkpoint kept, and the next smaller setting to resume with (twice the micro-batches for
+    the same batch; else gradient checkpointing; else bf16)."""
+    from bertctl import memory
+    from bertctl.train import preflight
+
+    settings = memory_settings(cfg, seq, world, device)
+    predicted = memory.estimate_settings(config, settings, preflight.ATTENTION, task="pretrain")
+    peak = torch.cuda.max_memory_allocated(device)
+    card = torch.cuda.get_device_properties(device).total_memory
+    latest = runs.latest_checkpoint(out)
+    kept = f"checkpoint {latest.name} is in {out}" if latest else "no checkpoint was written yet"
+    if settings.batch_size % (2 * settings.grad_accum) == 0:
+        flags = f" --grad-accum {2 * settings.grad_accum}"
+    elif not settings.grad_checkpointing:
+        flags = " --grad-checkpointing"
+    elif settings.precision == "fp32":
+        flags = " --precision bf16"
+    else:
+        flags = ""
+    fmt = memory.format_bytes
+    hint = f"resume with: bertctl pretrain run --out {out} --resume{flags}"
+    if not flags:
+        hint = "use more processes or a GPU with more memory, then " + hint
+    return BertctlError(
+        f"out of GPU memory at step {step} on {device} ({fmt(card)}): {fmt(peak)} was "
+        f"allocated at the peak (torch.cuda.max_memory_allocated) where "
+        f"{fmt(predicted.allocated)} was estimated for {preflight.describe(settings)}; {kept}",
+        hint,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -891,6 +934,8 @@ def _pretrain(
     train_seconds = 0.0
     previous_sigint = signal.getsignal(signal.SIGINT)
     previous_sigterm = _sigterm_as_interrupt()
+    # Out of memory inside the optimizer's update leaves weights half-changed: no checkpoint.
+    updating = out_of_memory = False
     try:
         with reporter.progress("Pretraining", total_steps, "steps") as bar:
             bar.advance(step)
@@ -937,10 +982,12 @@ def _pretrain(
                 # log every step once. (No collective inside, so a held signal cannot wait on
                 # another process.)
                 with runs.signals_held():
+                    updating = True
                     scaler.step(optimizer)
                     scaler.update()
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
+                    updating = False
                     last_loss = mlm_loss + nsp_loss
                     train_seconds += time.monotonic() - started
                     trained_tokens += step_tokens
@@ -975,6 +1022,8 @@ def _pretrain(
                         cfg.keep_checkpoints,
                         loss=last_loss,
                     )
+    except torch.cuda.OutOfMemoryError:
+        out_of_memory = True  # handled below, once the exception has let go of the step's tensors
     except KeyboardInterrupt:
         # A second signal (torchrun sends SIGTERM after the terminal's SIGINT) must not cut the
         # checkpoint short.
@@ -995,6 +1044,18 @@ def _pretrain(
     finally:
         _restore_signal(signal.SIGTERM, previous_sigterm)
         _restore_signal(signal.SIGINT, previous_sigint)
+    if out_of_memory:
+        # Keep the last whole step (the main process writes), and say what to resume with.
+        inputs = sums = None
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if log is not None:
+            log.close()
+        if world.main and not updating:
+            runs.save_checkpoint(
+                out, model, optimizer, step, history, cfg.keep_checkpoints, loss=last_loss
+            )
+        raise out_of_memory_error(cfg, arch, seq, world, device, out, step)
 
     # ---- the final model --------------------------------------------------------------------
     final = out / "final"
