@@ -28,9 +28,8 @@
    and reaches masked_lm_accuracy 0.985 (it overfits on purpose). Here the real small BERT is
    continued the same way through the real commands, with Google's metrics every few steps.
 
-    python bench/bench_pretrain.py                         # both parts, 10 training steps each
-    python bench/bench_pretrain.py --steps 6 --only train  # training only
-    python bench/bench_pretrain.py --only train --rounds 3 # alternating rounds, medians
+    python bench/bench_pretrain.py                         # both parts: 3 rounds of 10 steps
+    python bench/bench_pretrain.py --only train --rounds 1 # training only, one round
     python bench/bench_pretrain.py --only prepare --workers 2
     python bench/bench_pretrain.py --only demo             # Google's README demo, in spirit
 """
@@ -326,7 +325,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--contenders", default="trainer,bertctl")
-    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds (medians)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     parser.add_argument("--workers", type=int, nargs="+", default=[os.cpu_count() or 2])
     parser.add_argument("--copies", type=int, default=16)
     parser.add_argument("--shard-documents", type=int, default=40)
