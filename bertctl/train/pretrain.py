@@ -62,7 +62,7 @@ import numpy as np
 import torch
 import yaml
 
-from bertctl import paths, store
+from bertctl import memory, paths, store
 from bertctl.errors import BertctlError, UsageError
 from bertctl.pretraining_data import (
     PrepareConfig,
@@ -592,7 +592,6 @@ def check_memory(
     Per process: each trains batch_size / processes instances per step. LAMB's memory is
     counted as Google's optimizer's (two moments and the same kind of temporaries).
     """
-    from bertctl import memory
     from bertctl.train import preflight
 
     budget = preflight.budget_for(cfg, device)
@@ -649,9 +648,8 @@ def check_memory(
     raise BertctlError(message, hint)
 
 
-def memory_settings(cfg: PretrainConfig, seq: int, world: World, device) -> Any:
+def memory_settings(cfg: PretrainConfig, seq: int, world: World, device) -> memory.Settings:
     """The memory planner's settings for one process of this run."""
-    from bertctl import memory
     from bertctl.train import preflight
 
     return memory.Settings(
@@ -669,7 +667,6 @@ def out_of_memory_error(
     """The error for a run that ran out of GPU memory: the peak against the estimate, the
     checkpoint kept, and the next smaller setting to resume with (twice the micro-batches for
     the same batch; else gradient checkpointing; else bf16)."""
-    from bertctl import memory
     from bertctl.train import preflight
 
     settings = memory_settings(cfg, seq, world, device)
