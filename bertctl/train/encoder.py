@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -103,8 +104,6 @@ def encode(
     scatter = (batch, length, real, bias, training)
     for layer in layers[:-1]:
         if checkpointing and training:
-            from torch.utils.checkpoint import checkpoint
-
             h = checkpoint(_layer, layer, h, None, *scatter, use_reentrant=False)
         else:
             h = _layer(layer, h, None, *scatter)

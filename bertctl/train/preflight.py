@@ -316,31 +316,46 @@ def inference_refusal(
 
 
 def out_of_memory(cfg: FinetuneConfig, device, folder: Path, out: Path, step: int) -> BertctlError:
-    """The error for a run that ran out of GPU memory: the estimate vs what happened, the
-    checkpoint kept, and the settings to resume with (half the micro-batch, same effective batch;
-    else gradient checkpointing; else bf16 or a shorter sequence)."""
-    import torch
-
-    from bertctl.train import runs
-
-    fmt = memory.format_bytes
+    """The error for a fine-tuning run that ran out of GPU memory, with the settings to resume
+    with (half the micro-batch, same effective batch; else gradient checkpointing; else bf16 or
+    a shorter sequence)."""
     config = model_config(str(folder), folder)
     assert config is not None
     settings = replace(
         memory.settings_of(cfg, precision=run_precision(cfg.precision, device)),
         max_seq_length=min(cfg.max_seq_length, config.max_position_embeddings),
     )
-    predicted = memory.estimate_settings(config, settings, ATTENTION)
+    resume = f"bertctl finetune --out {out} --resume {_smaller(settings)}"
+    return out_of_memory_error(config, settings, "classify", device, out, step, resume)
+
+
+def out_of_memory_error(
+    config: BertConfig,
+    settings: memory.Settings,
+    task: str,
+    device,
+    out: Path,
+    step: int,
+    resume: str,
+) -> BertctlError:
+    """What a run that ran out of GPU memory at `step` says: the peak against the estimate for
+    `settings`, the checkpoint kept in `out`, and the `resume` command (fine-tuning and
+    pretraining alike)."""
+    import torch
+
+    from bertctl.train import runs
+
+    fmt = memory.format_bytes
+    predicted = memory.estimate_settings(config, settings, ATTENTION, task=task)
     peak = torch.cuda.max_memory_allocated(device)
     card = torch.cuda.get_device_properties(device).total_memory
     latest = runs.latest_checkpoint(out)
     kept = f"checkpoint {latest.name} is in {out}" if latest else "no checkpoint was written yet"
-    flags = _smaller(settings)
     return BertctlError(
         f"out of GPU memory at step {step} on {device} ({fmt(card)}): "
         f"{fmt(peak)} was allocated at the peak (torch.cuda.max_memory_allocated) where "
         f"{fmt(predicted.allocated)} was estimated for {describe(settings)}; {kept}",
-        f"resume with: bertctl finetune --out {out} --resume {flags}",
+        f"resume with: {resume}",
     )
 
 

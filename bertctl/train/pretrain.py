@@ -77,6 +77,7 @@ from bertctl.tokenization import Tokenizer, Vocab
 from bertctl.train import distributed, runs
 from bertctl.train.config import load_mapping
 from bertctl.train.distributed import World
+from bertctl.train.encoder import encode
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("google", "lamb")
@@ -387,8 +388,6 @@ class MaskedLMAndNSP(torch.nn.Module):
         masked_lm_weights: torch.Tensor,
         next_sentence_labels: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        from bertctl.train.encoder import encode
-
         batch = input_ids.shape[0]
         cls = torch.zeros_like(masked_lm_positions[:, :1])
         positions = torch.cat([cls, masked_lm_positions], dim=1)  # [B, 1 + P]
@@ -664,17 +663,12 @@ def memory_settings(cfg: PretrainConfig, seq: int, world: World, device) -> memo
 def out_of_memory_error(
     cfg: PretrainConfig, config, seq: int, world: World, device, out: Path, step: int
 ) -> BertctlError:
-    """The error for a run that ran out of GPU memory: the peak against the estimate, the
-    checkpoint kept, and the next smaller setting to resume with (twice the micro-batches for
-    the same batch; else gradient checkpointing; else bf16)."""
+    """Fine-tuning's out-of-memory error, with pretraining's next smaller setting: twice the
+    micro-batches for the same batch; else gradient checkpointing; else bf16. (The sequence
+    length is the data's, and the batch stays as given.)"""
     from bertctl.train import preflight
 
     settings = memory_settings(cfg, seq, world, device)
-    predicted = memory.estimate_settings(config, settings, preflight.ATTENTION, task="pretrain")
-    peak = torch.cuda.max_memory_allocated(device)
-    card = torch.cuda.get_device_properties(device).total_memory
-    latest = runs.latest_checkpoint(out)
-    kept = f"checkpoint {latest.name} is in {out}" if latest else "no checkpoint was written yet"
     if settings.batch_size % (2 * settings.grad_accum) == 0:
         flags = f" --grad-accum {2 * settings.grad_accum}"
     elif not settings.grad_checkpointing:
@@ -683,16 +677,10 @@ def out_of_memory_error(
         flags = " --precision bf16"
     else:
         flags = ""
-    fmt = memory.format_bytes
-    hint = f"resume with: bertctl pretrain run --out {out} --resume{flags}"
+    resume = f"bertctl pretrain run --out {out} --resume{flags}"
     if not flags:
-        hint = "use more processes or a GPU with more memory, then " + hint
-    return BertctlError(
-        f"out of GPU memory at step {step} on {device} ({fmt(card)}): {fmt(peak)} was "
-        f"allocated at the peak (torch.cuda.max_memory_allocated) where "
-        f"{fmt(predicted.allocated)} was estimated for {preflight.describe(settings)}; {kept}",
-        hint,
-    )
+        resume += " (with more processes, or on a GPU with more memory)"
+    return preflight.out_of_memory_error(config, settings, "pretrain", device, out, step, resume)
 
 
 # --------------------------------------------------------------------------------------------
