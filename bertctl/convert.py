@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
+from bertctl import outputs
 from bertctl.bertconfig import BertConfig, expected_tensor_shapes, load_config, require_config
 from bertctl.errors import BertctlError
 from bertctl.tfcheckpoint import Checkpoint, TensorEntry
-from bertctl.tokenization import load_vocab
+from bertctl.tokenization import Vocab, load_vocab
 
 if TYPE_CHECKING:
     import numpy as np
@@ -538,24 +539,6 @@ def _write_json(path: Path, value: Any) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_out_dir(out_dir: Path, overwrite: bool, inputs: Sequence[Path]) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ConvertError(f"{out_dir} exists and is not a folder", "choose another output folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise ConvertError(
-                f"output folder {out_dir} exists and is not empty",
-                "choose another folder, or pass overwrite=True to replace it",
-            )
-        resolved = out_dir.resolve()
-        for path in inputs:
-            if path.resolve().is_relative_to(resolved):
-                raise ConvertError(
-                    f"output folder {out_dir} holds the input {path}; replacing it would delete it",
-                    "choose another output folder",
-                )
-
-
 def _make_temp_dir(out_dir: Path) -> Path:
     """A fresh folder beside ``out_dir`` (same filesystem, so the final rename is atomic).
 
@@ -570,33 +553,6 @@ def _make_temp_dir(out_dir: Path) -> Path:
             continue
         return temp
     raise ConvertError(f"cannot create a temporary folder beside {out_dir}")
-
-
-def _publish(temp: Path, out_dir: Path) -> None:
-    """Move the finished folder into place: one rename, or two when replacing a full folder."""
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        # rename() cannot replace a non-empty folder. Move the old one aside first: at every
-        # instant out_dir is the old folder, absent, or the new one, never a mix.
-        old = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.old")
-        os.replace(out_dir, old)
-        try:
-            os.replace(temp, out_dir)
-        except OSError:
-            os.replace(old, out_dir)  # put the old folder back rather than leave none
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(temp, out_dir)  # also replaces an empty folder
-    try:  # make the renames durable
-        fd = os.open(out_dir.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def convert(
@@ -668,16 +624,42 @@ def convert(
                 f"pass {plan.labels} distinct names in id order",
             )
     _check_data_files(ckpt, plan.items)
-    inputs = [ckpt.index_path, config_path, vocab_path]
-    _check_out_dir(out_dir, overwrite, inputs)
+    inputs = [ckpt.index_path, config_path, vocab_path]  # the data files lie beside the index
+    with outputs.writing(out_dir, "converted into"):
+        outputs.check_folder(out_dir, outputs.MODEL, overwrite=overwrite, inputs=inputs)
+        return _write_folder(
+            ckpt,
+            plan,
+            config,
+            vocab,
+            vocab_path,
+            out_dir,
+            lowercase,
+            labels=label_names,
+            on_progress=on_progress,
+        )
 
+
+def _write_folder(
+    ckpt: Checkpoint,
+    plan: _Plan,
+    config: BertConfig,
+    vocab: Vocab,
+    vocab_path: Path,
+    out_dir: Path,
+    lowercase: bool,
+    *,
+    labels: list[str] | None,
+    on_progress: Callable[[int, int, str], None] | None,
+) -> ConvertResult:
+    """Build the folder beside `out_dir` and rename it into place once it is complete."""
     temp = _make_temp_dir(out_dir)
     try:
         size = _write_safetensors(temp / SAFETENSORS_NAME, ckpt, plan.items, on_progress)
         pad_id = vocab.ids.get(SPECIAL_TOKENS["pad_token"], 0)
         _write_json(
             temp / "config.json",
-            hf_config(config, heads=plan.heads, labels=label_names, pad_token_id=pad_id),
+            hf_config(config, heads=plan.heads, labels=labels, pad_token_id=pad_id),
         )
         with temp.joinpath("vocab.txt").open("wb") as handle:
             handle.write(vocab_path.read_bytes())  # byte for byte: never re-encoded
@@ -687,7 +669,9 @@ def convert(
         )
         for name, value in files.items():
             _write_json(temp / name, value)
-        _publish(temp, out_dir)
+        # The marker that lets a later --overwrite replace this folder (and nothing else).
+        _write_json(temp / outputs.MODEL.marker, {"written_by": "bertctl convert"})
+        outputs.replace_folder(temp, out_dir)
     except OSError as exc:  # most often a full disk; the folder being built is dropped
         shutil.rmtree(temp, ignore_errors=True)
         need = sum(item.entry.size for item in plan.items)

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertctl import store
+from bertctl import outputs, store
 from bertctl.errors import BertctlError, UsageError
 
 PREFIX = "hub:"
@@ -110,12 +110,22 @@ def install(model: HubModel, dest: Path | None = None) -> tuple[Path, dict]:
     """Fetch, check and copy a Hub BERT into the store (or `dest`). Returns (folder, manifest).
 
     Raises:
-        BertctlError: not a BERT model, no safetensors weights, no vocab, or a failed check.
+        BertctlError: `dest` holds files bertctl did not write, not a BERT model, no
+            safetensors weights, no vocab, or a failed check.
     """
-    from bertctl.verify import verify_hf_folder
-
     spec = f"{PREFIX}{model.repo_id}"
-    snapshot, commit = fetch(model)
+    target = dest or local_folder(model)
+    with outputs.writing(target, "installed"):
+        # Checked before the download: a --dir holding the user's own files is never replaced.
+        where = "--dir" if dest else "the store folder"
+        outputs.check_folder(target, outputs.MODEL, overwrite=True, flag=where)
+        snapshot, commit = fetch(model)
+        _check_bert(spec, snapshot)
+        return _copy_in(spec, snapshot, commit, target)
+
+
+def _check_bert(spec: str, snapshot: Path) -> None:
+    """Refuse a snapshot that is not a BERT with safetensors weights."""
     config = snapshot / "config.json"
     if not config.is_file():
         raise BertctlError(f"{spec} has no config.json", "it is not a transformers model")
@@ -135,7 +145,12 @@ def install(model: HubModel, dest: Path | None = None) -> tuple[Path, dict]:
             f"{spec} has no model.safetensors",
             "bertctl never unpickles pytorch_model.bin; pick a repo (or revision) with safetensors",
         )
-    target = dest or local_folder(model)
+
+
+def _copy_in(spec: str, snapshot: Path, commit: str, target: Path) -> tuple[Path, dict]:
+    """Copy the wanted files of `snapshot` into `target` whole, once they pass their checks."""
+    from bertctl.verify import verify_hf_folder
+
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -5,16 +5,18 @@ The command layer only renders what happens here; `Reporter` is how this module 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import urllib.parse
 import zipfile
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from bertctl import catalog, paths, store
+from bertctl import catalog, outputs, paths, store
 from bertctl.catalog import Release
 from bertctl.errors import BertctlError, UsageError
 
@@ -127,11 +129,7 @@ def install(
     keep_zip: bool = False,
 ) -> InstallResult:
     """Download, verify, extract and convert a release; a no-op when it is already done."""
-    from bertctl import archive, fetch
-    from bertctl.convert import convert
-    from bertctl.modelref import ModelRef, model_casing
-    from bertctl.tokenization import load_vocab
-    from bertctl.verify import verify_hf_folder, verify_zip
+    from bertctl import fetch
 
     source = resolve_source(spec, mirror)
     folder = Path(dest) if dest else store.model_dir(source.name)
@@ -141,6 +139,23 @@ def install(
             source.name, done.get("source", source.url), folder, folder / "release", True, done
         )
     fetch.check_url_allowed(source.url, allow_http)
+    with outputs.writing(folder, "installed"):
+        # A folder bertctl made but did not finish is redone; one holding anything else is not
+        # ours to replace (a --dir pointing at the user's own files).
+        where = "--dir" if dest else "the store folder"
+        outputs.check_folder(folder, outputs.MODEL, overwrite=True, flag=where)
+        return _install(source, folder, reporter, allow_http=allow_http, keep_zip=keep_zip)
+
+
+def _install(
+    source: Source, folder: Path, reporter: Reporter, *, allow_http: bool, keep_zip: bool
+) -> InstallResult:
+    """Download, verify, extract and convert `source` into `folder` (locked by the caller)."""
+    from bertctl import archive, fetch
+    from bertctl.convert import convert
+    from bertctl.modelref import ModelRef, model_casing
+    from bertctl.tokenization import load_vocab
+    from bertctl.verify import verify_hf_folder, verify_zip
 
     zip_file = paths.downloads_dir() / Path(urllib.parse.urlparse(source.url).path).name
     zip_file.parent.mkdir(parents=True, exist_ok=True)
@@ -180,21 +195,24 @@ def install(
     shutil.rmtree(staging, ignore_errors=True)
     try:
         reporter.step("Extracting")
-        release_dir = archive.safe_extract(zip_file, staging / "release")
-        vocab = load_vocab(release_dir / "vocab.txt")
-        lowercase = source.release.lowercase if source.release else None
-        if lowercase is None:
-            lowercase = bool(
-                model_casing(ModelRef("release-folder", str(release_dir), release_dir), vocab)[0]
+        with archive.open_zip(zip_file) as zf:
+            inner = archive.find_model_folder(zf, str(zip_file))
+        release_dir = staging / "release"
+        with _members_named(release_dir, f"{zip_file}:{inner + '/' if inner else ''}"):
+            archive.safe_extract(zip_file, release_dir)
+            vocab = load_vocab(release_dir / "vocab.txt")
+            lowercase = source.release.lowercase if source.release else None
+            if lowercase is None:
+                ref = ModelRef("release-folder", str(release_dir), release_dir)
+                lowercase = bool(model_casing(ref, vocab)[0])
+            reporter.step("Converting to an HF-format folder (model.safetensors)")
+            converted = convert(
+                release_dir / "bert_model.ckpt",
+                staging / "hf",
+                config_path=release_dir / "bert_config.json",
+                vocab_path=release_dir / "vocab.txt",
+                lowercase=lowercase,
             )
-        reporter.step("Converting to an HF-format folder (model.safetensors)")
-        converted = convert(
-            release_dir / "bert_model.ckpt",
-            staging / "hf",
-            config_path=release_dir / "bert_config.json",
-            vocab_path=release_dir / "vocab.txt",
-            lowercase=lowercase,
-        )
         (staging / "release").rename(converted.out_dir / "release")
         hf_report = verify_hf_folder(converted.out_dir, source.release)
         if not hf_report.ok:
@@ -254,21 +272,21 @@ def convert_source(
 ) -> Any:
     """`bertctl convert`: a zip, release folder or checkpoint prefix -> HF-format folder.
 
-    A zip is extracted (safely) into a temporary folder first. Config and vocab default to the
-    files beside the checkpoint; casing defaults to what the model name or vocab says.
+    `out` is checked and locked before anything is extracted: it may not be, hold or lie in an
+    input, and `overwrite` replaces only a folder bertctl converted. A zip is extracted (safely)
+    into a temporary folder beside `out`; messages about its files name them as `ZIP:member`.
+    Config and vocab default to the files beside the checkpoint; casing defaults to what the
+    model name or vocab says.
     """
     import tempfile
 
     from bertctl import archive, tfcheckpoint
-    from bertctl.convert import convert
-    from bertctl.modelref import ModelRef, model_casing, settle_casing
-    from bertctl.tokenization import load_vocab
 
     path = paths.expand(source)
-    with tempfile.TemporaryDirectory(
-        prefix="bertctl-convert-", dir=out.parent if out.parent.is_dir() else None
-    ) as tmp:
-        release = None
+    inputs = [path, Path(f"{path}.index"), config, vocab]
+    with outputs.writing(out, "converted into"):
+        outputs.check_folder(out, outputs.MODEL, overwrite=overwrite, inputs=inputs)
+        settings = dict(config=config, vocab=vocab, lowercase=lowercase, heads=heads)
         # A .zip that zipfile cannot recognise (cut short) gets the zip's own error, not
         # "no checkpoint".
         if path.is_file() and (zipfile.is_zipfile(path) or path.suffix.lower() == ".zip"):
@@ -276,34 +294,90 @@ def convert_source(
             with archive.open_zip(path) as zf:
                 inner = archive.find_model_folder(zf, str(path))
             release = catalog.find(inner.rsplit("/", 1)[-1]) if inner else catalog.find(path.stem)
-            folder = archive.safe_extract(path, Path(tmp) / "release")
-            prefix = tfcheckpoint.resolve_prefix(folder)
-        else:
-            if not path.exists() and not Path(str(path) + ".index").is_file():
-                raise BertctlError(
-                    f"{source}: no such file or folder",
-                    "pass a release zip, a release folder or a checkpoint prefix",
-                )
-            prefix = tfcheckpoint.resolve_prefix(path)
-            folder = prefix.parent
-            found = catalog.casing_from_name(str(folder))
-            release = catalog.find(found[1]) if found else None
-        config_path = config or folder / "bert_config.json"
-        vocab_path = vocab or folder / "vocab.txt"
-        for flag, p in (("--config", config_path), ("--vocab", vocab_path)):
-            if not Path(p).is_file():
-                raise BertctlError(f"{p}: no such file", f"pass {flag} FILE")
-        ref = ModelRef("release-folder", str(folder), folder, release)
-        model_lower, _ = model_casing(ref, load_vocab(vocab_path))
-        lower = settle_casing(ref, lowercase, model_lower)
-        reporter.step(f"Converting {prefix}")
-        return convert(
-            prefix,
-            out,
-            config_path=config_path,
-            vocab_path=vocab_path,
-            lowercase=lower,
-            heads=heads,
-            labels=labels,
-            overwrite=overwrite,
+            with tempfile.TemporaryDirectory(
+                prefix=f".{out.name}.extract-", dir=_beside(out)
+            ) as tmp:
+                folder = Path(tmp) / "release"
+                with _members_named(folder, f"{path}:{inner + '/' if inner else ''}"):
+                    archive.safe_extract(path, folder)
+                    prefix = tfcheckpoint.resolve_prefix(folder)
+                    return _convert_prefix(
+                        prefix, folder, release, out, labels, overwrite, reporter, **settings
+                    )
+        if not path.exists() and not Path(f"{path}.index").is_file():
+            raise BertctlError(
+                f"{source}: no such file or folder",
+                "pass a release zip, a release folder or a checkpoint prefix",
+            )
+        prefix = tfcheckpoint.resolve_prefix(path)
+        found = catalog.casing_from_name(str(prefix.parent))
+        release = catalog.find(found[1]) if found else None
+        return _convert_prefix(
+            prefix, prefix.parent, release, out, labels, overwrite, reporter, **settings
         )
+
+
+def _beside(out: Path) -> Path | None:
+    """Where to extract: beside `out` when its parent exists (same disk as the result)."""
+    return out.parent if out.parent.is_dir() else None
+
+
+def _convert_prefix(
+    prefix: Path,
+    folder: Path,
+    release: Release | None,
+    out: Path,
+    labels: list[str] | None,
+    overwrite: bool,
+    reporter: Reporter,
+    *,
+    config: Path | None,
+    vocab: Path | None,
+    lowercase: bool | None,
+    heads: bool,
+) -> Any:
+    """Convert the checkpoint `prefix` whose release files lie in `folder`."""
+    from bertctl.convert import convert
+    from bertctl.modelref import ModelRef, model_casing, settle_casing
+    from bertctl.tokenization import load_vocab
+
+    config_path = config or folder / "bert_config.json"
+    vocab_path = vocab or folder / "vocab.txt"
+    for flag, p in (("--config", config_path), ("--vocab", vocab_path)):
+        if not Path(p).is_file():
+            raise BertctlError(f"{p}: no such file", f"pass {flag} FILE")
+    ref = ModelRef("release-folder", str(folder), folder, release)
+    model_lower, _ = model_casing(ref, load_vocab(vocab_path))
+    lower = settle_casing(ref, lowercase, model_lower)
+    reporter.step(f"Converting {prefix}")
+    return convert(
+        prefix,
+        out,
+        config_path=config_path,
+        vocab_path=vocab_path,
+        lowercase=lower,
+        heads=heads,
+        labels=labels,
+        overwrite=overwrite,
+    )
+
+
+@contextlib.contextmanager
+def _members_named(folder: Path, label: str) -> Iterator[None]:
+    """Name files extracted into the temporary `folder` as the zip members they came from.
+
+    A message about `/tmp/.x.extract-1234/release/bert_config.json` points at a file that is
+    gone by the time the user reads it; `release.zip:uncased_L-12_H-768_A-12/bert_config.json`
+    is the one they can open.
+    """
+    try:
+        yield
+    except BertctlError as exc:
+        for where in (f"{folder.resolve()}{os.sep}", f"{folder}{os.sep}"):
+            exc.message = exc.message.replace(where, label)
+            exc.hint = exc.hint.replace(where, label) if exc.hint else exc.hint
+        for where in (str(folder.resolve()), str(folder)):
+            exc.message = exc.message.replace(where, label.rstrip("/:") or label)
+            exc.hint = exc.hint.replace(where, label.rstrip("/:")) if exc.hint else exc.hint
+        exc.args = (exc.message,)
+        raise

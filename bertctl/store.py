@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from bertctl import paths
 from bertctl.catalog import Release
+from bertctl.outputs import replace_folder  # noqa: F401  (the store's folders are swapped whole)
 
 MANIFEST = "bertctl.json"
 
@@ -81,24 +81,3 @@ def status(release: Release) -> str:
         size = part.stat().st_size
         return f"partial {100 * size / total:.0f}%" if total else "partial"
     return ""
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Put the finished folder `new` at `target`, replacing what was there.
-
-    The old folder is moved aside first and removed only once the new one is in place, so a
-    crash leaves either the old or the new folder at `target`, never a mix.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    try:
-        new.rename(target)
-    except OSError:
-        if old.exists() and not target.exists():
-            old.rename(target)  # put the old folder back rather than leave none
-        raise
-    shutil.rmtree(old, ignore_errors=True)

@@ -33,6 +33,7 @@ import pytest
 
 from bertctl import convert as convert_module
 from bertctl.convert import ConvertError, convert, hf_name
+from bertctl.errors import BertctlError
 from bertctl.tfcheckpoint import Checkpoint
 from bertctl.tokenization import Tokenizer, load_vocab
 
@@ -342,6 +343,7 @@ def test_folder_contents(tmp_path):
     out = tmp_path / "out"
     do_convert("tiny_release", out)
     assert sorted(p.name for p in out.iterdir()) == [
+        "bertctl.json",  # the marker that lets --overwrite replace this folder later
         "config.json",
         "model.safetensors",
         "special_tokens_map.json",
@@ -701,14 +703,29 @@ def test_failure_midway_leaves_no_folder(tmp_path):
 
 def test_existing_folder_is_kept_unless_overwrite(tmp_path):
     out = tmp_path / "out"
+    do_convert("tiny_release", out)
+    (out / "config.json").write_text("{}")  # spoil it, so the replacement shows
+    with pytest.raises(BertctlError, match=r"exists and is not empty \(pass --overwrite"):
+        do_convert("tiny_release", out)
+    assert (out / "config.json").read_text() == "{}"
+    do_convert("tiny_release", out, overwrite=True)
+    assert json.loads((out / "config.json").read_text())["model_type"] == "bert"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no .old, .partial or lock left
+
+
+def test_overwrite_never_replaces_a_folder_bertctl_did_not_make(tmp_path):
+    out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ConvertError, match="exists and is not empty"):
-        do_convert("tiny_release", out)
-    assert (out / "keep.txt").read_text() == "mine"
-    do_convert("tiny_release", out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no .old or .partial left behind
+    with pytest.raises(BertctlError, match=r"not made by bertctl \(no bertctl.json\)"):
+        do_convert("tiny_release", out, overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    # A folder bertctl converted, with a file of the user's added, is refused too, naming it.
+    do_convert("tiny_release", tmp_path / "ours")
+    (tmp_path / "ours" / "notes.md").write_text("mine")
+    with pytest.raises(BertctlError, match=r"files bertctl did not write there \(notes.md\)"):
+        do_convert("tiny_release", tmp_path / "ours", overwrite=True)
+    assert (tmp_path / "ours" / "notes.md").read_text() == "mine"
 
 
 def test_empty_existing_folder_is_filled(tmp_path):
@@ -721,7 +738,7 @@ def test_empty_existing_folder_is_filled(tmp_path):
 def test_overwrite_refuses_to_delete_the_input(tmp_path):
     src = tmp_path / "ckpt"
     shutil.copytree(RELEASE, src)
-    with pytest.raises(ConvertError, match="holds the input"):
+    with pytest.raises(BertctlError, match="holds the input"):
         convert(
             src,
             src,
