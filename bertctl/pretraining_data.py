@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from bertctl import paths
+from bertctl import outputs, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import CLS, MASK, SEP, Tokenizer, Vocab
 from bertctl.tokenstream import check_workers
@@ -665,15 +665,16 @@ def _version() -> str:
         return "unknown"
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not out.is_dir():
-            raise BertctlError(f"{out} exists and is a file", "pass a folder for --out")
-        if any(out.iterdir()) and not overwrite:
-            raise BertctlError(
-                f"{out} exists and is not empty",
-                "pass --overwrite to replace it, or another --out",
-            )
+def check_out(
+    files: Sequence[Path], out: Path, overwrite: bool, inputs: Sequence[Path | None] = ()
+) -> None:
+    """Refuse an `out` that holds or lies in an input (a corpus file, the vocab, the model), or
+    that is in the way: not empty without `overwrite`, or not shards bertctl prepared.
+
+    Raises:
+        BertctlError: what is in the way and what to pass instead.
+    """
+    outputs.check_folder(out, outputs.SHARDS, overwrite=overwrite, inputs=[*files, *inputs])
 
 
 def prepare(
@@ -684,13 +685,15 @@ def prepare(
     *,
     workers: int | None = None,
     overwrite: bool = False,
+    inputs: Sequence[Path | None] = (),
     tokenizer_description: str = "",
     progress: Any = None,
 ) -> PrepareResult:
     """Read a corpus and write pretraining shards and a manifest to `out`, atomically.
 
-    Everything is written into a hidden folder beside `out` that is renamed to `out` at the end;
-    an existing non-empty `out` is refused unless `overwrite`.
+    Everything is written into a hidden folder beside `out` that is renamed to `out` at the end,
+    while a lock keeps a second process from writing `out` too; an existing non-empty `out` is
+    refused unless `overwrite` (see `check_out`).
 
     Args:
         corpus: text files or globs, one sentence per line, a blank line between documents.
@@ -699,7 +702,8 @@ def prepare(
         cfg: the settings (Google's defaults when None).
         workers: processes; the output is the same for any number. Default: all cores (at most
             8) for a corpus of 16 MiB or more, else 1.
-        overwrite: replace a non-empty `out`.
+        overwrite: replace a non-empty `out` that holds shards bertctl prepared (and nothing else).
+        inputs: other files the command read (the vocab, the model folder), never replaced.
         tokenizer_description: a line naming the tokenizer, for the manifest.
         progress: an object with `set_total(n)` and `advance(n, postfix=...)` (bertctl.ui's),
             advanced in corpus bytes.
@@ -711,7 +715,21 @@ def prepare(
     check_workers(workers)
     files = resolve_corpus(corpus)
     out = paths.expand(out)
-    _check_out(out, overwrite)
+    with outputs.writing(out, "prepared"):
+        check_out(files, out, overwrite, inputs)
+        return _write(files, out, tokenizer, cfg, workers, tokenizer_description, progress)
+
+
+def _write(
+    files: list[Path],
+    out: Path,
+    tokenizer: Tokenizer,
+    cfg: PrepareConfig,
+    workers: int | None,
+    tokenizer_description: str,
+    progress: Any,
+) -> PrepareResult:
+    """Build the shards in a hidden folder beside `out`, then rename it into place."""
     total_bytes = sum(p.stat().st_size for p in files)
     if workers is None:
         workers = default_workers(total_bytes)
@@ -733,7 +751,7 @@ def prepare(
             )
         manifest = _manifest(files, tokenizer, tokenizer_description, cfg, shards, statistics)
         (tmp / MANIFEST).write_text(_dump_json(manifest), encoding="utf-8")
-        _replace(tmp, out)
+        outputs.replace_folder(tmp, out)
     except OSError as exc:  # most often a full disk; the half-built folder is dropped
         shutil.rmtree(tmp, ignore_errors=True)
         if exc.filename is not None and Path(exc.filename) in files:
@@ -877,21 +895,6 @@ def _dump_json(obj: Any) -> str:
     for index, compact in enumerate(inline):
         text = text.replace(f'"\\u0000{index}\\u0000"', compact, 1)
     return text + "\n"
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished folder into place; an old `out` is moved aside first, then removed."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:
-            old.rename(out)  # put the old shards back rather than leave none
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 # --------------------------------------------------------------------------------------------

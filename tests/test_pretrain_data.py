@@ -571,9 +571,17 @@ def test_settings_and_output_errors(sample_text, tokenizer, tmp_path):
     (tmp_path / "o" / "keep.txt").write_text("mine")
     with pytest.raises(BertctlError, match="--overwrite"):
         prepare([sample_text], tmp_path / "o", tokenizer, PrepareConfig(dupe_factor=1))
-    prepare([sample_text], tmp_path / "o", tokenizer, PrepareConfig(dupe_factor=1), overwrite=True)
-    assert not (tmp_path / "o" / "keep.txt").exists()
-    assert (tmp_path / "o" / "manifest.json").is_file()
+    # --overwrite replaces only shards bertctl prepared: the user's file stays.
+    with pytest.raises(BertctlError, match=r"not made by bertctl \(no manifest.json\)"):
+        prepare(
+            [sample_text], tmp_path / "o", tokenizer, PrepareConfig(dupe_factor=1), overwrite=True
+        )
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["keep.txt"]
+    made = tmp_path / "made"
+    prepare([sample_text], made, tokenizer, PrepareConfig(dupe_factor=1))
+    first = (made / "manifest.json").read_text()
+    prepare([sample_text], made, tokenizer, PrepareConfig(dupe_factor=2), overwrite=True)
+    assert (made / "manifest.json").read_text() != first
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
@@ -628,7 +636,12 @@ def test_cli_errors(tmp_path):
     assert not (tmp_path / "w").exists()
     r = bertctl("pretrain", "prepare", str(empty), "--out", str(tmp_path))
     assert r.code == 1
-    assert "--overwrite" in one_error_line(r)
+    assert "holds the input" in one_error_line(r) and "empty.txt" in one_error_line(r)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    r = bertctl("pretrain", "prepare", str(empty), "--out", str(tmp_path / "full"))
+    assert r.code == 1
+    assert "pass --overwrite" in one_error_line(r)
 
 
 def test_cli_help_lists_pretrain():

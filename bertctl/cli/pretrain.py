@@ -102,10 +102,13 @@ def prepare(
       [cyan]bertctl pretrain prepare 'wiki/*.txt' --out wiki-128 --model base-uncased --workers 8[/]
       [cyan]bertctl pretrain prepare books.txt --out data-512 --max-seq-length 512 --max-predictions 80[/]
     """
+    from bertctl import outputs, paths
     from bertctl.modelref import tokenizer_for
-    from bertctl.pretraining_data import PrepareConfig
+    from bertctl.pretraining_data import PrepareConfig, check_out, resolve_corpus
     from bertctl.pretraining_data import prepare as run_prepare
 
+    out_dir = paths.expand(out)
+    inputs = [paths.expand(p) for p in (model, vocab) if p]
     cfg = PrepareConfig(
         max_seq_length=max_seq_length,
         max_predictions=max_predictions,
@@ -117,22 +120,26 @@ def prepare(
         shard_documents=shard_documents,
     )
     lowercase = None if cased is None else not cased
-    choice = tokenizer_for(model, vocab, lowercase)
-    for warning in choice.warnings:
-        ui.warn(warning)
-    if not as_json:
-        ui.info(choice.description)
-    with ui.progress("Preparing", unit="B") as bar:
-        result = run_prepare(
-            corpus,
-            out,
-            choice.tokenizer,
-            cfg,
-            workers=workers,
-            overwrite=overwrite,
-            tokenizer_description=choice.description,
-            progress=bar,
-        )
+    with outputs.writing(out_dir, "prepared"):
+        # Before the model is fetched or converted: minutes of work, then a refusal, is worse.
+        check_out(resolve_corpus(corpus), out_dir, overwrite, inputs)
+        choice = tokenizer_for(model, vocab, lowercase)
+        for warning in choice.warnings:
+            ui.warn(warning)
+        if not as_json:
+            ui.info(choice.description)
+        with ui.progress("Preparing", unit="B") as bar:
+            result = run_prepare(
+                corpus,
+                out_dir,
+                choice.tokenizer,
+                cfg,
+                workers=workers,
+                overwrite=overwrite,
+                inputs=inputs,
+                tokenizer_description=choice.description,
+                progress=bar,
+            )
     for warning in result.warnings:
         ui.warn(warning)
     manifest = result.manifest
