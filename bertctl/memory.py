@@ -62,6 +62,11 @@ CUBLAS_BYTES = 64 * MiB
 ALLOCATOR_SLACK = 0.10
 # Google's sequence-length ladder, as in its README's out-of-memory table.
 SEQ_LENGTHS = (64, 128, 256, 320, 384, 512)
+
+# The largest batch any flag accepts: LAMB's BERT pretraining used 65,536 sequences, the most any
+# published BERT recipe uses. Beyond it a value is a typo, and refusing it keeps every search
+# over batches (and the accumulation steps that divide one) small.
+MAX_BATCH = 1 << 16
 # Google's README: the largest batch that fit a 12 GB Titan X with TensorFlow 1.11, fp32, Adam,
 # by (layers, hidden, heads, intermediate) and sequence length (0: not even one sequence).
 GOOGLE_2018 = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -12,9 +13,37 @@ from typing import Any
 import yaml
 
 from bertctl.errors import BertctlError, UsageError
+from bertctl.memory import MAX_BATCH, parse_size
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("google", "adamw")
+
+
+class SettingError(UsageError):
+    """A setting out of range; `keys` are the FinetuneConfig fields the rule involves, so a
+    caller can tell whether the value came from a flag or from a settings file."""
+
+    def __init__(self, message: str, hint: str | None = None, keys: tuple[str, ...] = ()):
+        super().__init__(message, hint)
+        self.keys = keys
+
+
+def thread_limit() -> int:
+    """The most --threads accepted: 4 per core. More only queue for the same cores, and torch
+    (OpenMP) crashes or hangs starting tens of thousands of threads."""
+    return 4 * (os.cpu_count() or 1)
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> None:
+    """Refuse a thread count below 1 or beyond `thread_limit()`, before torch sees it."""
+    if threads is None:
+        return
+    limit = thread_limit()
+    if not 1 <= threads <= limit:
+        raise UsageError(
+            f"{flag} {threads} is out of range for the {os.cpu_count() or 1} cores here",
+            f"pass 1 to {limit} (or leave it out: all cores)",
+        )
 
 
 @dataclass
@@ -80,44 +109,14 @@ class FinetuneConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        finite = math.isfinite
-        checks = [
-            (finite(self.epochs) and self.epochs > 0, "--epochs must be positive"),
-            (self.max_steps is None or self.max_steps > 0, "--max-steps must be positive"),
-            (self.batch_size > 0, "--batch-size must be positive"),
-            (self.eval_batch_size > 0, "--eval-batch-size must be positive"),
-            (finite(self.lr) and self.lr > 0, "--lr must be positive"),
-            (0 <= self.warmup < 1, "--warmup is a fraction of the steps, in [0, 1)"),
-            (
-                finite(self.weight_decay) and self.weight_decay >= 0,
-                "weight_decay must be 0 or more",
-            ),
-            (
-                finite(self.max_grad_norm) and self.max_grad_norm > 0,
-                "max_grad_norm must be positive",
-            ),
-            (0 <= self.seed < 2**32, "--seed must be between 0 and 4294967295"),
-            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
-            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be at least 1"),
-            (self.save_every is None or self.save_every >= 1, "--save-every must be at least 1"),
-            (3 <= self.max_seq_length <= 8192, "--max-seq-length must be between 3 and 8192"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (
-                self.grad_accum < 1 or self.batch_size % self.grad_accum == 0,
-                "--batch-size must be a multiple of --grad-accum",
-            ),
-            (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
-            (not (self.auto_fit and self.force), "--auto-fit and --force both given; pass one"),
-        ]
-        for ok, message in checks:
+        for ok, keys, message in _checks(self):
             if not ok:
-                raise UsageError(message)
+                raise SettingError(message, keys=keys)
         if self.gpu_memory is not None:
-            from bertctl.memory import parse_size
-
-            parse_size(self.gpu_memory, "--gpu-memory")
+            try:
+                parse_size(self.gpu_memory, "--gpu-memory")
+            except UsageError as exc:
+                raise SettingError(exc.message, exc.hint, keys=("gpu_memory",)) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -128,7 +127,92 @@ class FinetuneConfig:
 FIELDS = {f.name for f in fields(FinetuneConfig)} - {"extra"}
 
 
-_MAX_YAML_CHARS = 1 << 20
+def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
+    """(holds, the fields involved, the message when it does not) for every rule on settings.
+
+    Messages name flags, as most settings come from flags; `resolve` rewrites them for a value
+    that came from a settings file (see `_blame_file`)."""
+    finite = math.isfinite
+    threads = thread_limit()
+    return [
+        (finite(c.epochs) and c.epochs > 0, ("epochs",), "--epochs must be positive"),
+        (c.max_steps is None or c.max_steps > 0, ("max_steps",), "--max-steps must be positive"),
+        (c.batch_size > 0, ("batch_size",), "--batch-size must be positive"),
+        # The search for settings that fit, and the data loader, work per example of a batch;
+        # no BERT recipe goes beyond 65,536 (LAMB's), so a larger value is a typo.
+        (
+            c.batch_size <= MAX_BATCH,
+            ("batch_size",),
+            f"--batch-size must be at most {MAX_BATCH}",
+        ),
+        (c.eval_batch_size > 0, ("eval_batch_size",), "--eval-batch-size must be positive"),
+        (
+            c.eval_batch_size <= MAX_BATCH,
+            ("eval_batch_size",),
+            f"--eval-batch-size must be at most {MAX_BATCH}",
+        ),
+        (finite(c.lr) and c.lr > 0, ("lr",), "--lr must be positive"),
+        (0 <= c.warmup < 1, ("warmup",), "--warmup is a fraction of the steps, in [0, 1)"),
+        (
+            finite(c.weight_decay) and c.weight_decay >= 0,
+            ("weight_decay",),
+            "weight_decay must be 0 or more",
+        ),
+        (
+            finite(c.max_grad_norm) and c.max_grad_norm > 0,
+            ("max_grad_norm",),
+            "max_grad_norm must be positive",
+        ),
+        (0 <= c.seed < 2**32, ("seed",), "--seed must be between 0 and 4294967295"),
+        (c.threads is None or c.threads >= 1, ("threads",), "--threads must be at least 1"),
+        (
+            c.threads is None or c.threads <= threads,
+            ("threads",),
+            f"--threads must be at most {threads}, 4 per core of the {os.cpu_count() or 1} here",
+        ),
+        (
+            c.eval_every is None or c.eval_every >= 1,
+            ("eval_every",),
+            "--eval-every must be at least 1",
+        ),
+        (
+            c.save_every is None or c.save_every >= 1,
+            ("save_every",),
+            "--save-every must be at least 1",
+        ),
+        (
+            3 <= c.max_seq_length <= 8192,
+            ("max_seq_length",),
+            "--max-seq-length must be between 3 and 8192",
+        ),
+        (
+            c.precision in PRECISIONS,
+            ("precision",),
+            f"--precision must be one of {', '.join(PRECISIONS)}",
+        ),
+        (
+            c.optimizer in OPTIMIZERS,
+            ("optimizer",),
+            f"--optimizer must be one of {', '.join(OPTIMIZERS)}",
+        ),
+        (c.grad_accum >= 1, ("grad_accum",), "--grad-accum must be at least 1"),
+        (
+            c.grad_accum < 1 or c.batch_size % c.grad_accum == 0,
+            ("batch_size", "grad_accum"),
+            "--batch-size must be a multiple of --grad-accum",
+        ),
+        (c.keep_checkpoints >= 1, ("keep_checkpoints",), "keep_checkpoints must be at least 1"),
+        (
+            not (c.auto_fit and c.force),
+            ("auto_fit", "force"),
+            "--auto-fit and --force both given; pass one",
+        ),
+    ]
+
+
+# No settings file comes near 1 MiB (bertctl writes about 1 kB); reading stops there, so a file
+# that never ends (/dev/zero, a stream) costs 1 MiB of memory, not all of it.
+MAX_SETTINGS_BYTES = 1 << 20
 _MAX_YAML_DEPTH = 64
 
 
@@ -141,25 +225,39 @@ def _flow_depth(text: str) -> int:
     return deepest
 
 
-def load_mapping(path: Path, hint: str = "pass a YAML file of settings to --config") -> dict:
-    """A YAML file that holds a mapping (or nothing), read with `safe_load`: tags that would
-    build Python objects are refused, never run. Every way it can fail is one BertctlError
-    naming the file (and the line, for a syntax error); `hint` says what to pass instead."""
+def _read_settings(path: Path, hint: str) -> str:
+    """The text of a settings file, reading at most MAX_SETTINGS_BYTES + 1 bytes of it."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            data = handle.read(MAX_SETTINGS_BYTES + 1)
     except FileNotFoundError:
         raise BertctlError(f"{path}: no such file", hint) from None
     except IsADirectoryError:
         raise BertctlError(f"{path} is a folder", hint) from None
     except OSError as exc:
         raise BertctlError(f"{path}: cannot read ({exc.strerror or exc})", hint) from None
+    if len(data) > MAX_SETTINGS_BYTES:
+        raise BertctlError(
+            f"{path}: stopped reading at {MAX_SETTINGS_BYTES >> 20} MiB, far more than a "
+            "settings file holds",
+            hint,
+        )
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BertctlError(
             f"{path}: not UTF-8 text (byte {exc.start})", "save the file as UTF-8"
         ) from None
-    if len(text) > _MAX_YAML_CHARS or _flow_depth(text) > _MAX_YAML_DEPTH:
+
+
+def load_mapping(path: Path, hint: str = "pass a YAML file of settings to --config") -> dict:
+    """A YAML file that holds a mapping (or nothing), read with `safe_load`: tags that would
+    build Python objects are refused, never run. Every way it can fail is one BertctlError
+    naming the file (and the line, for a syntax error); `hint` says what to pass instead."""
+    text = _read_settings(path, hint)
+    if _flow_depth(text) > _MAX_YAML_DEPTH:
         # PyYAML takes quadratic time on deeply nested [ and { (and recurses on any deep
-        # nesting); no settings file is either deep or large, so such a file is refused unread.
+        # nesting); no settings file is deep, so such a file is refused unread.
         raise BertctlError(
             f"{path}: too large or nested too deeply to be a settings file", "fix the file"
         )
@@ -213,27 +311,40 @@ def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConf
         # `key:` with no value (null) leaves the setting at its default, as leaving it out does
         raw = read_yaml(yaml_path)
         from_file = {k: _coerce(k, v, yaml_path) for k, v in raw.items() if v is not None}
-    values = {**from_file, **{k: v for k, v in flags.items() if v is not None}}
+    given = {k: v for k, v in flags.items() if v is not None}
+    values = {**from_file, **given}
     try:
         return FinetuneConfig(**values), set(values)
     except TypeError as exc:
-        raise BertctlError(f"bad settings: {exc}", "check the types in --config") from None
-    except UsageError as exc:
-        if from_file and _refused_alone(from_file, exc.message):
-            # the value at fault is in the file (flags did not override it): name the file
-            raise UsageError(f"{yaml_path}: {exc.message}", "fix the value in the file") from None
+        where = yaml_path or "the flags"
+        raise BertctlError(f"bad settings: {exc}", f"check the types in {where}") from None
+    except SettingError as exc:
+        if yaml_path is not None and any(k in from_file and k not in given for k in exc.keys):
+            raise _blame_file(exc, yaml_path, from_file, given) from None
         raise
 
 
-def _refused_alone(values: dict[str, Any], message: str) -> bool:
-    """Whether these settings alone fail with `message`."""
-    try:
-        FinetuneConfig(**values)
-    except UsageError as exc:
-        return exc.message == message
-    except TypeError:
-        return False
-    return False
+def _blame_file(
+    exc: SettingError, path: Path, from_file: dict[str, Any], given: dict[str, Any]
+) -> UsageError:
+    """The error for a rule broken by a value from the settings file: it names the file and
+    the key (a resumed run's config.yaml holds values the user never typed as flags), and any
+    flag that takes part, with its value."""
+    in_file = [k for k in exc.keys if k in from_file and k not in given]
+    parts = [f"{k} is {_describe(from_file[k])}" for k in in_file]
+    parts += [f"{_flag(k)} {_describe(given[k])}" for k in exc.keys if k in given]
+    flags = [_flag(k) for k in in_file if _flag(k) != k]
+    fix = f"fix {' and '.join(in_file)} in {path}"
+    hint = f"{fix}, or pass {' and '.join(flags)} to override it" if flags else fix
+    return UsageError(f"{path}: {', with '.join(parts)} ({exc.message})", hint)
+
+
+# Settings without a flag of their own: their messages use the key.
+_NO_FLAG = {"weight_decay", "max_grad_norm", "keep_checkpoints", "extra"}
+
+
+def _flag(key: str) -> str:
+    return key if key in _NO_FLAG else "--" + key.replace("_", "-")
 
 
 _KINDS = {f.name: f.type for f in fields(FinetuneConfig)}
