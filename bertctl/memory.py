@@ -490,7 +490,7 @@ def max_batch(
     attention: str = "sdpa",
     task: str = "classify",
     grad_accum: int = 1,
-    limit: int = 1 << 16,
+    limit: int = MAX_BATCH,
 ) -> int:
     """The largest batch whose estimate fits `budget_bytes` (0 when not even one sequence fits).
 
@@ -821,7 +821,7 @@ def max_eval_batch(
     settings: InferenceSettings,
     budget_bytes: int,
     attention: str = "sdpa",
-    limit: int = 1 << 16,
+    limit: int = MAX_BATCH,
 ) -> int:
     """The largest batch (at most `limit`) whose inference estimate fits; 0 when none does."""
 
@@ -971,13 +971,14 @@ def fit(
 
     def accumulate(s: Settings) -> Settings | None:
         """`s` with the smallest accumulation (largest micro-batch) that fits, or None."""
-        for accum in _divisors(s.batch_size):
-            if accum < s.grad_accum:
-                continue
+
+        def fits(accum: int) -> bool:
             candidate = replace(s, grad_accum=accum)
-            if estimate_settings(config, candidate, attention, task).total <= budget_bytes:
-                return candidate
-        return None
+            return estimate_settings(config, candidate, attention, task).total <= budget_bytes
+
+        options = [d for d in _divisors(s.batch_size) if d >= s.grad_accum]
+        accum = smallest_passing(options, fits)
+        return None if accum is None else replace(s, grad_accum=accum)
 
     def add(s: Settings | None, why: str) -> None:
         if s is None or s == current or any(f.settings == s for f in found):
@@ -1087,7 +1088,31 @@ def flags_for(settings: Settings, changes: dict[str, Any]) -> str:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of n, ascending, found in about sqrt(n) steps."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
+
+
+def smallest_passing(options: list[int], passes) -> int | None:
+    """The first of ascending `options` that `passes`, in about log2(len(options)) calls.
+
+    `passes` must hold from some option on (more accumulation, a smaller micro-batch, never
+    needs more memory) except that the first option may differ: accumulation 1 keeps no
+    gradients resident between micro-batches, so it can fit where 2 does not. It is tried
+    alone first; bisection covers the rest.
+    """
+    if not options:
+        return None
+    if passes(options[0]):
+        return options[0]
+    low, high = 0, len(options)  # options[low] fails; options[high:] pass (high: none known)
+    while high - low > 1:
+        mid = (low + high) // 2
+        if passes(options[mid]):
+            high = mid
+        else:
+            low = mid
+    return options[high] if high < len(options) else None
 
 
 # --------------------------------------------------------------------------------------------

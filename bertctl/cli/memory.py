@@ -134,6 +134,11 @@ def plan(
     ):
         if value not in allowed:
             raise UsageError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
+    if batch_size > M.MAX_BATCH:
+        raise UsageError(
+            f"--batch-size {batch_size} is more than any BERT recipe uses",
+            f"pass at most {M.MAX_BATCH}",
+        )
     if batch_size < 1 or grad_accum < 1 or batch_size % grad_accum:
         raise UsageError("--batch-size must be a positive multiple of --grad-accum")
     ref = modelref.resolve(model)
