@@ -236,15 +236,9 @@ def run_seeds(cfg, explicit: set[str], seeds: str, as_json: bool, resume: bool) 
     """One run per seed in <out>/seed-N, then a mean ± std table."""
     from dataclasses import replace
 
-    from bertctl.errors import UsageError
     from bertctl.train.runs import default_out
 
-    try:
-        values = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        raise UsageError(
-            f"--seeds {seeds!r} is not a list of integers", "e.g. --seeds 1,2,3"
-        ) from None
+    values = parse_seeds(seeds)
     base = Path(cfg.out) if cfg.out else default_out(cfg.task, Path(cfg.model or "model").name)
     summaries = []
     for value in values:
@@ -257,6 +251,30 @@ def run_seeds(cfg, explicit: set[str], seeds: str, as_json: bool, resume: bool) 
             )
         )
     report(summaries, as_json, seeds=values, base=base)
+
+
+def parse_seeds(seeds: str) -> list[int]:
+    """--seeds as integers, refused before any run: each seed's run goes to <out>/seed-N, so a
+    seed given twice would train twice and then find its folder taken."""
+    from bertctl.errors import UsageError
+
+    try:
+        values = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(
+            f"--seeds {seeds!r} is not a list of integers", "e.g. --seeds 1,2,3"
+        ) from None
+    if not values:
+        raise UsageError(f"--seeds {seeds!r} names no seed", "e.g. --seeds 1,2,3")
+    seen: set[int] = set()
+    for value in values:
+        if value in seen:
+            raise UsageError(
+                f"--seeds {seeds}: seed {value} is given twice",
+                "pass each seed once, e.g. --seeds 1,2,3",
+            )
+        seen.add(value)
+    return values
 
 
 def report(

@@ -37,7 +37,7 @@ from bertctl.train.finetune import (
     pick_precision,
     score_split,
 )
-from bertctl.train.modeling import RUN_MARKER, PreparedModel, prepare
+from bertctl.train.modeling import RUN_MARKER, PreparedModel, prepare, refuse_unloaded
 
 DEFAULT_SEQ_LENGTH = 128
 DEFAULT_BATCH_SIZE = FinetuneConfig.eval_batch_size
@@ -252,6 +252,7 @@ def load(
             trust_remote_code=False,
             attn_implementation="sdpa",
             output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported by refuse_unloaded, with both shapes
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise BertctlError(
@@ -269,6 +270,7 @@ def load(
             else "pass a complete model folder"
         )
         raise BertctlError(f"{model_label} has no trained weights for {shown}", hint)
+    refuse_unloaded(prepared.folder, model, info, new=())
     if torch_device.type == "cpu":
         own_memory(model)  # as the training run did: its metrics reproduce to the last bit
     model.to(torch_device)
@@ -430,6 +432,26 @@ def default_out(target: Target) -> Path:
     return (target.run / "predictions") if target.run is not None else Path("predictions")
 
 
+def submission_ids(rows: glue.Split) -> list[str]:
+    """Each example's id in the submission: the test file's own index column, else its
+    position. An id repeated in the file is refused: GLUE scores one prediction per id, and a
+    submission holding one twice is rejected or scored against the wrong row."""
+    ids: list[str] = []
+    first_line: dict[str, str] = {}
+    for position, example in enumerate(rows.examples):
+        index = example.index if example.index is not None else str(position)
+        line = example.guid.rsplit("-", 1)[-1]  # the guid is "<split>-<line number>"
+        if index in first_line:
+            raise BertctlError(
+                f"{rows.path}: id {index!r} is on line {first_line[index]} and again on "
+                f"line {line}",
+                "a GLUE test file holds each id once; remove or renumber the repeated row",
+            )
+        first_line[index] = line
+        ids.append(index)
+    return ids
+
+
 def predict(
     target: Target,
     split: str = "test",
@@ -454,14 +476,16 @@ def predict(
     files: list[Path] = []
     examples: dict[str, int] = {}
     skipped: dict[str, int] = {}
+    # Every split is read and checked before any file is written: MNLI's two test sets
+    # give both submissions or neither.
+    read = {name: _read(target, name, skip_bad_rows) for name in names}
+    ids = {name: submission_ids(rows) for name, (rows, _) in read.items()}
     for name in names:
-        rows, feats = _read(target, name, skip_bad_rows)
+        rows, feats = read[name]
         if reporter is not None:
             reporter.step(f"Predicting {task.display} {name} ({len(feats):,} examples)")
         logits, _ = _logits(target, feats)
-        indices = [
-            ex.index if ex.index is not None else str(i) for i, ex in enumerate(rows.examples)
-        ]
+        indices = ids[name]
         if task.is_regression:
             scores = logits[:, 0]
             predictions: list[Any] = scores.tolist()

@@ -20,7 +20,7 @@ from bertctl.errors import BertctlError
 from bertctl.train import data as D
 from bertctl.train import preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
-from bertctl.train.modeling import PreparedModel, prepare
+from bertctl.train.modeling import PreparedModel, load_for_task, prepare
 from bertctl.train.optim import linear_warmup_decay, make_optimizer, steps_for, warmup_for
 
 
@@ -188,7 +188,6 @@ def check_seq_length(max_seq_length: int, explicit: bool, positions: int, report
 def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = False) -> RunSummary:
     """Run one fine-tuning job and return where it landed and how it scored."""
     import transformers
-    from transformers import AutoModelForSequenceClassification
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
     transformers.logging.disable_progress_bar()
@@ -229,9 +228,10 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     )
     if seq_length != cfg.max_seq_length:
         cfg = replace(cfg, max_seq_length=seq_length)
+    torch.manual_seed(cfg.seed)  # the new classifier's initial weights come from the seed
+    model = load_for_task(prepared, task)  # before the run folder: a refused model writes none
     out = runs.prepare_folder(cfg, task, prepared, resume)
     runs.save_settings(out, cfg, task, prepared, data_dir)
-    torch.manual_seed(cfg.seed)
 
     # ---- data -----------------------------------------------------------------------------
     reporter.step(
@@ -255,27 +255,6 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     save_every = cfg.save_every or eval_every
 
     # ---- model ------------------------------------------------------------------------------
-    # transformers 5 takes id2label=None literally (num_labels becomes None): regression
-    # passes one output and lets the config name it.
-    labels = task.labels or ()
-    head: dict[str, Any] = (
-        {"num_labels": 1, "id2label": {0: "LABEL_0"}, "label2id": {"LABEL_0": 0}}
-        if task.is_regression
-        else {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {name: i for i, name in enumerate(labels)},
-        }
-    )
-    model = AutoModelForSequenceClassification.from_pretrained(
-        prepared.folder,
-        **head,
-        problem_type="regression" if task.is_regression else "single_label_classification",
-        attn_implementation="sdpa",
-        # a previous run's classifier for another label count starts afresh (MNLI -> STS-B)
-        ignore_mismatched_sizes=True,
-        use_safetensors=True,
-    )
     if cfg.grad_checkpointing:
         model.gradient_checkpointing_enable()
     if device.type == "cpu":
@@ -310,6 +289,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
 
     def evaluate_at(at: int) -> None:
         """Score the dev splits after step `at`, into metrics.json and the log."""
+        runs.check_weights(model, at, out)  # NaN weights would score, and be logged, as a model
         record = run_eval(model, feats, splits, task, cfg, device, autocast, at, batches_per_epoch)
         history.append(record)
         log.eval(record)
@@ -355,6 +335,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                             loss = model(**inputs).loss * (len(chunk) / len(batch))
                         scaler.scale(loss).backward()
                         loss_value += float(loss.detach())
+                    runs.check_loss(loss_value, step + 1, out)  # read above for the log: no sync
                     scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     # Ctrl-C waits for the update and its log line, so an interrupted run stops
@@ -387,6 +368,9 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
                         checkpoint()
     except torch.cuda.OutOfMemoryError:
         out_of_memory = True  # handled below, once the exception has let go of the step's tensors
+    except BertctlError:
+        log.close()  # diverged, or the disk is full: the TensorBoard writer's thread ends too
+        raise
     except KeyboardInterrupt:
         log.close()
         checkpoint(rng_at_step)
@@ -410,7 +394,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
 
     # ---- the final model and Google's output files ------------------------------------------
     final = out / "final"
-    runs.save_final(final, model, prepared, task)
+    runs.save_final(final, model, prepared, task, step=step)
     last = history[-1] if history else {}
     final_metrics = dict(last.get("metrics", {}))
     google = {f"eval_{k}": v for k, v in final_metrics.items()}

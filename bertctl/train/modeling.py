@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bertctl import catalog, modelref, paths, store
 from bertctl.errors import BertctlError
@@ -167,3 +168,103 @@ def prepare(spec: str | None, lowercase: bool | None, reporter) -> PreparedModel
             model_lower = release.lowercase if release else model_lower
     lower = modelref.settle_casing(ref, lowercase, model_lower)
     return PreparedModel(folder, label, Tokenizer(vocab, lower), release)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading for a task: only the task's head may be new
+
+ENCODER_PARTS = ("embeddings", "encoder", "pooler")
+
+
+def load_for_task(prepared: PreparedModel, task) -> Any:
+    """The model with a sequence-classification head for `task`, every encoder tensor from the
+    folder's file.
+
+    The head (`classifier.*`) is new when the folder has none or one for another label count
+    (an MNLI run fine-tuned again on STS-B); any encoder tensor that did not load is refused,
+    as transformers would otherwise initialise it at random and train on.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    # transformers 5 takes id2label=None literally (num_labels becomes None): regression
+    # passes one output and lets the config name it.
+    labels = task.labels or ()
+    head: dict[str, Any] = (
+        {"num_labels": 1, "id2label": {0: "LABEL_0"}, "label2id": {"LABEL_0": 0}}
+        if task.is_regression
+        else {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+        }
+    )
+    model, info = AutoModelForSequenceClassification.from_pretrained(
+        prepared.folder,
+        **head,
+        problem_type="regression" if task.is_regression else "single_label_classification",
+        attn_implementation="sdpa",
+        ignore_mismatched_sizes=True,  # for the head only: the encoder is checked below
+        use_safetensors=True,
+        output_loading_info=True,
+    )
+    refuse_unloaded(prepared.folder, model, info, new=("classifier.",))
+    return model
+
+
+def refuse_unloaded(
+    folder: Path, model, info: dict[str, Any], new: tuple[str, ...], missing: bool = True
+) -> None:
+    """Refuse a model whose weights did not all come from `folder`'s model.safetensors.
+
+    `info`: transformers' loading report. Tensors under a `new` prefix may be missing or of
+    another shape (they are the task's head); a tensor of another task's head in the file is
+    ignored. Anything else (an encoder tensor of the wrong shape, missing, or one the config
+    has no place for) is one error naming the tensor and both shapes, as `bertctl verify` does.
+    `missing`: whether missing tensors count (pretraining initialises them as Google does).
+    """
+    weights = folder / "model.safetensors"
+    hint = f"the weights do not fit {folder / 'config.json'}; `bertctl verify {folder}` checks each tensor"
+
+    def ours(name: str) -> bool:
+        return not name.startswith(new)
+
+    for name, in_file, expected in sorted(info.get("mismatched_keys") or (), key=str):
+        if ours(name):
+            raise BertctlError(
+                f"{weights}: {name} has shape {list(in_file)}, config.json implies "
+                f"{list(expected)}",
+                hint,
+            )
+    absent = sorted(k for k in info.get("missing_keys") or () if ours(k)) if missing else []
+    if absent:
+        more = f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""
+        shape = list(model.state_dict()[absent[0]].shape)
+        raise BertctlError(
+            f"{weights} has no {absent[0]}{more}; config.json implies one of shape {shape}",
+            hint,
+        )
+    extra = sorted(k for k in info.get("unexpected_keys") or () if _is_encoder(k))
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        raise BertctlError(
+            f"{weights} holds {extra[0]}{more} of shape {_shape_in_file(weights, extra[0])}, "
+            "which config.json has no place for",
+            hint,
+        )
+
+
+def _is_encoder(name: str) -> bool:
+    """Whether a tensor name is part of BERT's encoder (not a head: cls.*, classifier.*, ...)."""
+    return name.removeprefix("bert.").split(".")[0] in ENCODER_PARTS
+
+
+def _shape_in_file(weights: Path, name: str) -> list[int] | str:
+    """A tensor's shape from the safetensors header (under its name, or without `bert.`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        names = set(f.keys())
+        for key in (name, name.removeprefix("bert.")):
+            if key in names:
+                return list(f.get_slice(key).get_shape())
+    return "unknown"

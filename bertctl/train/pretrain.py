@@ -506,6 +506,8 @@ def build_model(source: ModelSource, seed: int, reporter):
     from transformers import BertConfig as HFBertConfig
     from transformers import BertForPreTraining
 
+    from bertctl.train.modeling import refuse_unloaded
+
     torch.manual_seed(seed)
     if source.folder is None:
         from bertctl.convert import hf_config
@@ -516,9 +518,15 @@ def build_model(source: ModelSource, seed: int, reporter):
         google_init_(model, source.config.initializer_range)
         return model
     model, info = BertForPreTraining.from_pretrained(
-        source.folder, attn_implementation="sdpa", use_safetensors=True, output_loading_info=True
+        source.folder,
+        attn_implementation="sdpa",
+        use_safetensors=True,
+        output_loading_info=True,
+        ignore_mismatched_sizes=True,  # the heads only: an encoder tensor of another shape is refused
     )
-    missing = set(info["missing_keys"])
+    refuse_unloaded(source.folder, model, info, new=("cls.",), missing=False)
+    # a head of another shape starts afresh, as a missing one does
+    missing = set(info["missing_keys"]) | {k for k, *_ in info["mismatched_keys"]}
     if missing:
         google_init_(model, model.config.initializer_range, missing)
         heads = sorted({k.split(".")[1] for k in missing if k.startswith("cls.")})
@@ -805,6 +813,8 @@ def _pretrain(
     cfg = replace(cfg, steps=total_steps, lr=lr_peak)
     warmup = warmup_steps(cfg.warmup, total_steps)
 
+    model = build_model(source, cfg.seed, reporter)  # before the run folder: a refused one has none
+
     # ---- run folder ---------------------------------------------------------------------------
     if cfg.out is None:
         cfg = replace(cfg, out=str(default_out(source.label)))
@@ -844,7 +854,6 @@ def _pretrain(
     )
 
     # ---- model ------------------------------------------------------------------------------
-    model = build_model(source, cfg.seed, reporter)
     if device.type == "cpu":
         own_memory(model)
     model.to(device)
@@ -906,6 +915,7 @@ def _pretrain(
     def evaluate_at(at: int) -> None:
         """Google's metrics on the held-out instances after step `at`, into history (every
         process) and metrics.json and the log (the main one)."""
+        runs.check_weights(model, at, out)  # NaN weights would score, and be logged, as a model
         record = run_eval(at)
         history.append(record)
         if log is not None:
@@ -960,6 +970,7 @@ def _pretrain(
                 mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
                     [mlm_part, nsp_part, tokens], world, device
                 ).tolist()
+                runs.check_loss(mlm_loss + nsp_loss, step + 1, out)  # the same on every process
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 # Signals held from the update to its log line: an interrupted run always stops
@@ -997,18 +1008,19 @@ def _pretrain(
                 )
                 if runs.evaluation_due(step, eval_every, total_steps) and len(held):
                     evaluate_at(step)
-                if world.main and (step % cfg.save_every == 0 or step == total_steps):
-                    runs.save_checkpoint(
-                        out,
-                        model,
-                        optimizer,
-                        step,
-                        history,
-                        cfg.keep_checkpoints,
-                        loss=last_loss,
-                    )
+                if step % cfg.save_every == 0 or step == total_steps:
+                    runs.check_weights(model, step, out)  # on every process: all stop together
+                    if world.main:
+                        runs.save_checkpoint(
+                            out, model, optimizer, step, history, cfg.keep_checkpoints,
+                            loss=last_loss,
+                        )  # fmt: skip
     except torch.cuda.OutOfMemoryError:
         out_of_memory = True  # handled below, once the exception has let go of the step's tensors
+    except BertctlError:
+        if log is not None:
+            log.close()  # diverged, or the disk is full: the TensorBoard writer's thread ends too
+        raise
     except KeyboardInterrupt:
         # A second signal (torchrun sends SIGTERM after the terminal's SIGINT) must not cut the
         # checkpoint short.
@@ -1048,7 +1060,7 @@ def _pretrain(
     if log is not None:
         log.close()
         vocab_holder = PreparedModel(out, source.label, source.tokenizer, source.release)
-        runs.save_final(final, model, vocab_holder, None)
+        runs.save_final(final, model, vocab_holder, None, step=step)
         google = {"global_step": step, "loss": history[-1]["loss"] if history else last_loss}
         google.update(metrics)
         from bertctl.glue import write_eval_results

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -40,20 +41,69 @@ def default_out(task: str, label: str) -> Path:
     return Path("runs") / f"{task}-{name}-{stamp}"
 
 
-def prepare_folder(cfg, task, prepared, resume: bool) -> Path:
-    """Create (or reopen, with --resume) the run folder; refuse to clobber a finished run."""
+def prepare_folder(cfg, task, prepared, resume: bool, inputs: tuple = ()) -> Path:
+    """Create (or reopen, with --resume) the run folder; refuse to clobber a run or the user's
+    files (see `check_out`)."""
     out = Path(cfg.out) if cfg.out else default_out(task.name, prepared.label)
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise BertctlError(
-            f"{out} already holds a run",
-            "pass --resume to continue it, or a new --out folder",
-        )
-    if resume and not out.exists():
-        raise BertctlError(
-            f"--resume: {out} does not exist", "pass the --out folder of the run to resume"
-        )
+    check_out(out, resume, (*inputs, prepared.folder))
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def holds_run(out: Path) -> bool:
+    """Whether `out` is a run folder bertctl started: run.json, or config.yaml that is written
+    first (a run killed between the two is still one)."""
+    return (out / RUN_JSON).is_file() or (out / "config.yaml").is_file()
+
+
+def check_out(out: Path, resume: bool, inputs=()) -> None:
+    """Refuse a run folder that would mix a run into something else, before any work starts.
+
+    A new run needs an absent or empty folder; --resume needs a run bertctl started. Neither may
+    be an input of the run or hold one (the model, the data, a settings file): the run's files
+    would land among the user's, and --resume advice would write a run into a model folder.
+
+    Raises:
+        BertctlError: what is in the way, and which --out or flag to pass instead.
+    """
+    from bertctl import outputs
+
+    outputs.check_inputs(out, [None if p is None else paths.expand(p) for p in inputs])
+    if out.exists() and not out.is_dir():
+        raise BertctlError(f"--out {out} exists and is a file", "pass a folder for --out")
+    if resume:
+        if not holds_run(out):
+            raise BertctlError(
+                f"--resume: {out} holds no run (no {RUN_JSON})",
+                "pass the --out folder of the run to continue",
+            )
+        return
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if holds_run(out):
+        raise BertctlError(
+            f"{out} already holds a run", "pass --resume to continue it, or a new --out folder"
+        )
+    others = sorted(entry.name for entry in out.iterdir())
+    shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+    raise BertctlError(
+        f"--out {out} holds files bertctl did not write ({shown})",
+        "pass a new or empty folder for --out",
+    )
+
+
+@contextlib.contextmanager
+def locked(out: str | Path | None, main: bool = True) -> Iterator[None]:
+    """Hold the run folder's lock while the run writes it: a second `--resume` of the same run
+    is refused at once, naming the first. Only the main process locks (`main`); no `out` (a
+    new, timestamped folder) needs none."""
+    if out is None or not main:
+        yield
+        return
+    from bertctl import outputs
+
+    with outputs.exclusive_lock(paths.expand(out), f"the run {out} is being written"):
+        yield
 
 
 def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
@@ -215,6 +265,52 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
+# --------------------------------------------------------------------------------------------
+# A run that diverged: nothing non-finite is ever saved or published
+
+
+def nonfinite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or an infinity.
+
+    One flag per tensor, read back together: a single device sync however many tensors."""
+    floats = {name: t for name, t in tensors.items() if t.is_floating_point()}
+    if not floats:
+        return []
+    flags = torch.stack([torch.isfinite(t).all() for t in floats.values()])
+    if bool(flags.all()):
+        return []
+    return [name for name, good in zip(floats, flags.tolist(), strict=True) if not good]
+
+
+def diverged(what: str, step: int, out: Path) -> BertctlError:
+    """The error that stops a run whose loss or weights are no longer finite at `step`."""
+    latest = latest_checkpoint(out)
+    kept = (
+        f"the last good checkpoint, {latest.name}, is kept in {out}"
+        if latest
+        else "no checkpoint was saved"
+    )
+    return BertctlError(
+        f"training diverged at step {step}: {what}; {kept}, and no final model was published",
+        "lower --lr or check the training data for broken rows, then train again with a new --out",
+    )
+
+
+def check_loss(loss: float, step: int, out: Path) -> None:
+    """Stop before the update of `step` when its loss (already read for the log) is not finite:
+    the weights are still those of the step before."""
+    if not math.isfinite(loss):
+        raise diverged(f"the training loss is {loss}", step, out)
+
+
+def check_weights(model, step: int, out: Path) -> None:
+    """Stop when a weight is NaN or infinite after `step` (before it is evaluated or saved)."""
+    bad = nonfinite_tensors(model.state_dict())
+    if bad:
+        more = f" and {len(bad) - 1} more tensors hold" if len(bad) > 1 else " holds"
+        raise diverged(f"{bad[0]}{more} NaN or infinite values", step, out)
+
+
 def save_checkpoint(
     out: Path,
     model,
@@ -238,6 +334,7 @@ def save_checkpoint(
     final = root / f"step-{step:07d}"
     if final.exists():
         return final
+    check_weights(model, step, out)  # every way in (the loop, Ctrl-C, out of memory) passes here
     tmp = root / f".step-{step:07d}.partial"
     try:
         root.mkdir(exist_ok=True)
@@ -363,10 +460,13 @@ def load_latest(out: Path, model, optimizer, device: torch.device) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 
 
-def save_final(final: Path, model, prepared, task) -> None:
-    """An HF-format folder: model, config with GLUE's label names, and the model's tokenizer."""
+def save_final(final: Path, model, prepared, task, *, step: int) -> None:
+    """An HF-format folder: model, config with GLUE's label names, and the model's tokenizer.
+
+    `step`: the run's last step, named if its weights are not finite (nothing is published)."""
     from bertctl.convert import tokenizer_files
 
+    check_weights(model, step, final.parent)
     tmp = final.with_name(".final.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
