@@ -6,6 +6,9 @@ Library code raises these; only the CLI layer turns them into one red line and a
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class BertctlError(Exception):
     """A problem the user can fix: bad input, a missing file, a mismatched flag."""
@@ -47,3 +50,23 @@ class CheckpointError(BertctlError):
 
 class CasingError(BertctlError):
     """Lowercasing that does not match the model the user named."""
+
+
+class Interrupted(BertctlError):
+    """Ctrl-C during a command: exit 130 (128 + SIGINT, as a shell reports it), saying what
+    was kept and how to continue."""
+
+    exit_code = 130
+
+
+@contextlib.contextmanager
+def on_interrupt(kept: str, again: str) -> Iterator[None]:
+    """Turn Ctrl-C inside the body into `error: interrupted; KEPT; AGAIN`.
+
+    Caught here, inside the command: left to Typer, it becomes a bare exit 130 that says
+    nothing about what is on disk.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; {kept}", again) from None

@@ -96,7 +96,7 @@ def check_inputs(out: Path, inputs: Iterable[Path | None], flag: str = "--out") 
         if _inside(source, where):
             held = "is" if source == where else "holds"
             raise BertctlError(
-                f"{flag} {out} {held} the input {path}; writing there would delete it",
+                f"{flag} {out} {held} the input {path}; bertctl never writes over its inputs",
                 f"pass a new folder for {flag}",
             )
         if source.is_dir() and _inside(where, source):
@@ -257,6 +257,11 @@ def _acquire(path: Path, busy: str) -> int:
         if same:
             return fd
         os.close(fd)
+
+
+def untouched(out: Path) -> str:
+    """What a stopped command tells the user about an output it builds aside and renames."""
+    return f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
 
 
 @contextlib.contextmanager

@@ -47,7 +47,11 @@ def convert(
         ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace --out if it exists.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace --out if it holds a model bertctl converted (and nothing else).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -62,19 +66,23 @@ def convert(
       [cyan]bertctl convert uncased_L-12_H-768_A-12 --out bert-base[/]
       [cyan]bertctl convert mrpc_output/model.ckpt-343 --out mrpc --config bert_config.json --vocab vocab.txt --labels 0,1[/]
     """
+    from bertctl.errors import on_interrupt
     from bertctl.install import convert_source
+    from bertctl.outputs import untouched
 
-    result = convert_source(
-        source,
-        out,
-        config=config,
-        vocab=vocab,
-        lowercase=None if cased is None else not cased,
-        heads=heads,
-        labels=labels.split(",") if labels else None,
-        overwrite=overwrite,
-        reporter=ui.Reporter(),
-    )
+    # The folder is built beside --out and renamed into place: a stop leaves --out as it was.
+    with on_interrupt(untouched(out), "run the command again to convert"):
+        result = convert_source(
+            source,
+            out,
+            config=config,
+            vocab=vocab,
+            lowercase=None if cased is None else not cased,
+            heads=heads,
+            labels=labels.split(",") if labels else None,
+            overwrite=overwrite,
+            reporter=ui.Reporter(),
+        )
     if as_json:
         ui.print_json(
             {

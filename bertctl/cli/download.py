@@ -54,24 +54,35 @@ def download(
       [cyan]bertctl download base-uncased --mirror https://artifacts.example.com/bert_models[/]
       [cyan]bertctl download hub:google-bert/bert-base-uncased[/]
     """
-    from bertctl import hub
+    from bertctl import hub, paths
+    from bertctl.errors import on_interrupt
 
     if name.startswith(hub.PREFIX):
         model = hub.parse(name)
         ui.info(f"Fetching {name} through huggingface_hub")
-        folder, manifest = hub.install(model, dest=directory)
+        with on_interrupt(
+            "files fetched so far are kept in the Hugging Face cache",
+            "run the same command again to continue",
+        ):
+            folder, manifest = hub.install(model, dest=directory)
         _report(name, folder, manifest, already=False, as_json=as_json)
         return
     from bertctl.install import install
 
-    result = install(
-        name,
-        ui.Reporter(),
-        dest=directory,
-        mirror=mirror,
-        allow_http=allow_http,
-        keep_zip=keep_zip,
-    )
+    # The zip's .part file survives a stop; the model folder is only ever replaced whole.
+    with on_interrupt(
+        f"the bytes downloaded so far are kept in {paths.downloads_dir()} and the model folder "
+        "is as it was",
+        "run the same command again to resume",
+    ):
+        result = install(
+            name,
+            ui.Reporter(),
+            dest=directory,
+            mirror=mirror,
+            allow_http=allow_http,
+            keep_zip=keep_zip,
+        )
     _report(result.name, result.folder, result.manifest, already=result.already, as_json=as_json)
 
 

@@ -86,7 +86,11 @@ def prepare(
         ),
     ] = 10_000,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty --out folder.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace --out if it holds shards bertctl prepared (and nothing else).",
+        ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Statistics as JSON on stdout.")] = False,
 ) -> None:
@@ -103,6 +107,7 @@ def prepare(
       [cyan]bertctl pretrain prepare books.txt --out data-512 --max-seq-length 512 --max-predictions 80[/]
     """
     from bertctl import outputs, paths
+    from bertctl.errors import on_interrupt
     from bertctl.modelref import tokenizer_for
     from bertctl.pretraining_data import PrepareConfig, check_out, resolve_corpus
     from bertctl.pretraining_data import prepare as run_prepare
@@ -120,7 +125,9 @@ def prepare(
         shard_documents=shard_documents,
     )
     lowercase = None if cased is None else not cased
-    with outputs.writing(out_dir, "prepared"):
+    # The shards are built in a hidden folder beside --out, removed on a stop.
+    stopped = on_interrupt(outputs.untouched(out_dir), "run the command again to prepare")
+    with stopped, outputs.writing(out_dir, "prepared"):
         # Before the model is fetched or converted: minutes of work, then a refusal, is worse.
         check_out(resolve_corpus(corpus), out_dir, overwrite, inputs)
         choice = tokenizer_for(model, vocab, lowercase)
