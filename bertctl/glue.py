@@ -37,6 +37,7 @@ from pathlib import Path
 
 from bertctl import paths
 from bertctl.errors import BertctlError, UsageError
+from bertctl.tokenstream import bounded_lines
 
 
 class GlueError(BertctlError):
@@ -429,11 +430,14 @@ def _locate(task: Task, data_dir: Path, layout: FileLayout, language: str | None
 def _lines(path: Path) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
     """(line number, text) for each line, split on "\\n" only, "\\r" and a leading BOM dropped.
 
-    Binary iteration splits on b"\\n" alone, unlike `str.splitlines`, which also breaks on
-    "\\x1c", "\\x85", "\\u2028" and other characters that can sit inside a sentence.
+    Binary reading splits on b"\\n" alone, unlike `str.splitlines`, which also breaks on
+    "\\x1c", "\\x85", "\\u2028" and other characters that can sit inside a sentence. A line
+    over `tokenstream.MAX_LINE_BYTES` is refused, read no further than that (no row is near it).
     """
+    hint = "each row of a TSV is one line; check that this is the task's TSV file"
     with path.open("rb") as handle:
-        for line_no, raw in enumerate(handle, start=1):
+        rows = bounded_lines(handle, str(path), hint, error=GlueError)
+        for line_no, raw in enumerate(rows, start=1):
             if line_no == 1 and raw.startswith(_BOM):
                 raw = raw[len(_BOM) :]
             if raw.endswith(b"\n"):

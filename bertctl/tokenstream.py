@@ -13,10 +13,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from bertctl.errors import UsageError
+from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import Tokenizer, Vocab, build_inputs
 
 CHUNK_BYTES = 1 << 20
+# The longest line read, in bytes. BERT reads at most 512 tokens (a few kB of text) of one; a
+# line of a megabyte is a file without line breaks (a binary, a dump), and reading it whole
+# would take memory that grows with it. Lines are read in pieces of at most this size.
+MAX_LINE_BYTES = 1 << 20
+_LINE_HINT = "--input takes one text per line; split the file into lines"
 # Below this size a file is done before worker processes would have started.
 PARALLEL_MIN_BYTES = 4 << 20
 
@@ -127,11 +132,40 @@ def format_lines(
     return Block(text, len(lines), sum(map(len, lines)), tuple(bad))
 
 
-def chunks(handle: BinaryIO, size: int = CHUNK_BYTES) -> Iterator[list[bytes]]:
-    """Whole lines, grouped into chunks of about `size` bytes."""
+def bounded_lines(
+    handle: BinaryIO,
+    label: str,
+    hint: str,
+    limit: int = MAX_LINE_BYTES,
+    error: type[BertctlError] = BertctlError,
+) -> Iterator[bytes]:
+    """Each line of a binary file, its b"\\n" kept, read with `readline(limit + 1)`: memory stays
+    within `limit` whatever the file holds. A line longer than `limit` bytes (its line break not
+    counted) is an `error` naming `label` and the line, with `hint` as the fix."""
+    number = 0
+    while raw := handle.readline(limit + 1):
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            raise error(
+                f"{label} line {number} is longer than {_size(limit)}, more than any text a "
+                "model reads",
+                hint,
+            )
+        yield raw
+
+
+def _size(n: int) -> str:
+    """1048576 -> '1 MiB' (bounds are powers of two)."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n:,} bytes"
+
+
+def chunks(
+    handle: BinaryIO, size: int = CHUNK_BYTES, label: str = "the input"
+) -> Iterator[list[bytes]]:
+    """Whole lines, grouped into chunks of about `size` bytes (see `bounded_lines`)."""
     chunk: list[bytes] = []
     held = 0
-    for raw in handle:
+    for raw in bounded_lines(handle, label, _LINE_HINT):
         chunk.append(raw)
         held += len(raw)
         if held >= size:

@@ -183,7 +183,7 @@ def _tokenize_stream(
     lines = 0
     try:
         with ui.progress("Tokenizing", total=size, unit="B") as bar:
-            for block in tokenize_chunks(tokenizer, chunks(handle), fmt, n_workers):
+            for block in tokenize_chunks(tokenizer, chunks(handle, label=label), fmt, n_workers):
                 write(block.text)
                 lines += block.lines
                 bad_lines.extend(block.bad_lines)
