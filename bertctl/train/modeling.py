@@ -223,7 +223,8 @@ def refuse_unloaded(
     `missing`: whether missing tensors count (pretraining initialises them as Google does).
     """
     weights = folder / "model.safetensors"
-    hint = f"the weights do not fit {folder / 'config.json'}; `bertctl verify {folder}` checks each tensor"
+    config = folder / "config.json"
+    hint = f"the weights do not fit {config}; `bertctl verify {folder}` checks each tensor"
 
     def ours(name: str) -> bool:
         return not name.startswith(new)

@@ -522,7 +522,7 @@ def build_model(source: ModelSource, seed: int, reporter):
         attn_implementation="sdpa",
         use_safetensors=True,
         output_loading_info=True,
-        ignore_mismatched_sizes=True,  # the heads only: an encoder tensor of another shape is refused
+        ignore_mismatched_sizes=True,  # heads only: an encoder tensor of another shape is refused
     )
     refuse_unloaded(source.folder, model, info, new=("cls.",), missing=False)
     # a head of another shape starts afresh, as a missing one does
