@@ -29,9 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl.errors import BertctlError
+from bertctl.tokenization import MAX_VOCAB_BYTES
 
 CHUNK = 1 << 20  # members are streamed in 1 MiB pieces
 CONFIG_NAME = "bert_config.json"
+# The most a small model file holds; the size a zip records is checked against these before a
+# byte is decompressed, by `read_member` (inspect, plan) and by extraction (convert, download).
+CONFIG_BYTES = 1 << 20  # Google's configs are about 300 bytes
+INDEX_BYTES = 64 << 20  # a checkpoint index: about 9 kB for BERT-Base, 20 kB for BERT-Large
 
 _REDOWNLOAD = "delete the zip and download it again"
 _SUPPORTED_METHODS = frozenset(
@@ -196,7 +201,7 @@ def stream_member(
     )
 
 
-def read_member(zf: zipfile.ZipFile, name: str, label: str, limit: int = 64 << 20) -> bytes:
+def read_member(zf: zipfile.ZipFile, name: str, label: str, limit: int = INDEX_BYTES) -> bytes:
     """The bytes of a small member (a config, a vocab, a checkpoint index), checked.
 
     The size the zip records is checked against ``limit`` before anything is decompressed, so a
@@ -375,6 +380,46 @@ def audit(zf: zipfile.ZipFile, label: str) -> None:
         seen[key] = info.filename
 
 
+def member_limit(base: str) -> int | None:
+    """The most bytes a model file named `base` may hold (None: no bound of its own, as for
+    the checkpoint data, which free disk space bounds)."""
+    if base == CONFIG_NAME:
+        return CONFIG_BYTES
+    if base == "vocab.txt":
+        return MAX_VOCAB_BYTES
+    if base.endswith(".index"):
+        return INDEX_BYTES
+    return None
+
+
+def check_sizes(members: dict[str, zipfile.ZipInfo], label: str) -> None:
+    """Refuse, before anything is written, a model file whose recorded size is past its bound
+    (zipfile never decompresses a member past that size, so the record is the bound)."""
+    for base, info in members.items():
+        limit = member_limit(base)
+        if limit is not None and info.file_size > limit:
+            raise ArchiveError(
+                f"{label}: refusing member {info.filename!r}: it holds {info.file_size:,} bytes, "
+                f"more than the {limit:,} a {base} may hold",
+                "this is not an intact Google release zip; nothing was extracted",
+            )
+
+
+def _check_room(members: list[zipfile.ZipInfo], dest: Path, label: str) -> None:
+    """Refuse an extraction whose files cannot fit on the disk under `dest`, before writing."""
+    need = sum(info.file_size for info in members)
+    existing = dest
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ArchiveError(
+            f"cannot extract {label} to {dest}: its files take {need:,} bytes, "
+            f"{free:,} are free there",
+            "free some space or choose another destination; nothing was extracted",
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Extraction
 # --------------------------------------------------------------------------------------------
@@ -476,6 +521,7 @@ def safe_extract(zip_path: str | Path, dest: str | Path, inner: str | None = Non
         audit(zf, label)
         info = _pick_inner(zf, inner, label)
         inner_label = f"{label}:{info.filename}"
+        _check_room([info], dest, inner_label)
         created = _prepare_dest(dest, inner_label)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".zip", dir=dest.parent)
         tmp = Path(tmp_name)
@@ -505,6 +551,8 @@ def _extract(zip_path: Path, dest: Path, label: str) -> Path:
         audit(zf, label)
         folder = find_model_folder(zf, label)
         members = folder_members(zf, folder)
+        check_sizes(members, label)
+        _check_room(list(members.values()), dest, label)
         created = _prepare_dest(dest, label)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
         try:

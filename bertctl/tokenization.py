@@ -56,6 +56,13 @@ CJK_RANGES = (
 # ASCII characters Google counts as punctuation even where Unicode does not ("$", "+", "^", "`").
 ASCII_PUNCT_RANGES = ((33, 47), (58, 64), (91, 96), (123, 126))
 
+# The largest vocab.txt read: Google's largest (multilingual, 119,547 tokens) is under 1 MB. The
+# bounds keep a hostile vocab from costing more than a few hundred MB of memory to parse (each
+# line becomes a bytes, a str and set and dict entries), and are also the bound on a vocab.txt
+# inside a zip (see archive.member_limit).
+MAX_VOCAB_BYTES = 16 << 20
+MAX_VOCAB_TOKENS = 1 << 20
+
 # A word cache that grows without bound would break constant-memory streaming on huge corpora.
 _WORD_CACHE_LIMIT = 1 << 19
 
@@ -222,6 +229,7 @@ def parse_vocab(data: bytes, source: str = "vocab.txt") -> Vocab:
     Raises:
         VocabError: for an empty vocab, a line repeated verbatim (a corrupted file), or no [UNK].
     """
+    _check_vocab_size(data, source)
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()  # the newline that ends the last line does not start a new token
@@ -269,6 +277,23 @@ def parse_vocab(data: bytes, source: str = "vocab.txt") -> Vocab:
     return Vocab(tuple(tokens), ids, source, tuple(warnings), max_token_chars=longest)
 
 
+def _check_vocab_size(data: bytes, source: str) -> None:
+    """Refuse a vocab past MAX_VOCAB_BYTES or MAX_VOCAB_TOKENS before splitting it."""
+    if len(data) > MAX_VOCAB_BYTES:
+        raise VocabError(
+            f"{source} is larger than {MAX_VOCAB_BYTES >> 20} MiB, far more than a vocab holds "
+            "(Google's largest is under 1 MB)",
+            "pass the vocab.txt that came with the model",
+        )
+    lines = data.count(b"\n") + (not data.endswith(b"\n"))
+    if lines > MAX_VOCAB_TOKENS:
+        raise VocabError(
+            f"{source} has {lines:,} lines, more than {MAX_VOCAB_TOKENS:,} tokens, far more "
+            "than a vocab holds (Google's largest has 119,547)",
+            "pass the vocab.txt that came with the model",
+        )
+
+
 def _raise_first_repeat(lines: list[bytes], source: str) -> None:
     first_line_of: dict[bytes, int] = {}
     for index, raw in enumerate(lines):
@@ -285,7 +310,9 @@ def load_vocab(path: str | Path) -> Vocab:
     """Read a vocab.txt from disk (see `parse_vocab`)."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with path.open("rb") as handle:
+            # One byte past the bound tells a vocab that is too large, without reading it all.
+            data = handle.read(MAX_VOCAB_BYTES + 1)
     except FileNotFoundError:
         raise VocabError(f"{path}: no such file", "pass the vocab.txt of the model") from None
     except IsADirectoryError:
