@@ -304,3 +304,74 @@ def test_ctrl_c_during_prepare_leaves_out_as_it_was(tmp_path, corpus, release_vo
     ], err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt"]
+
+
+# --------------------------------------------------------------------------------------------
+# A run folder holds a run and nothing else
+# --------------------------------------------------------------------------------------------
+
+MRPC = Path(__file__).parent / "fixtures" / "glue" / "MRPC"
+FAST = ("--cpu", "--threads", "1", "--batch-size", "4", "--max-steps", "2")
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    out = tmp_path / "micro-bert"
+    assert in_process("convert", TINY, "--out", out).code == 0
+    return out
+
+
+def test_finetune_never_writes_a_run_into_its_model_or_data_folder(tmp_path, model):
+    data = tmp_path / "MRPC"
+    shutil.copytree(MRPC, data)
+    before = {folder: listing(folder) for folder in (model, data)}
+    base = ("finetune", "mrpc", "--data", data, "--model", model, *FAST)
+    for out in (model, data):
+        for extra in ((), ("--resume",)):
+            r = in_process(*base, "--out", out, *extra)
+            assert r.code == 1
+            assert f"--out {out} is the input {out}" in one_error_line(r)
+    r = in_process(*base, "--out", tmp_path)  # a folder that holds both
+    assert r.code == 1 and "holds the input" in one_error_line(r)
+    assert {folder: listing(folder) for folder in (model, data)} == before
+
+
+def test_finetune_into_a_folder_of_other_files_is_refused_without_resume_advice(tmp_path, model):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    r = in_process("finetune", "mrpc", "--data", MRPC, "--model", model, "--out", out, *FAST)
+    assert r.code == 1
+    line = one_error_line(r)
+    assert f"--out {out} holds files bertctl did not write (notes.txt)" in line
+    assert "--resume" not in line  # resuming there would write a run among the user's files
+    r = in_process("finetune", "mrpc", "--data", MRPC, "--model", model, "--out", out, "--resume")
+    assert r.code == 1 and f"--resume: {out} holds no run" in one_error_line(r)
+    assert listing(out) == {"notes.txt": b"mine"}
+
+
+def test_finetune_out_is_checked_before_the_model_is_downloaded(tmp_path, monkeypatch):
+    """--model tiny would be fetched from the mirror; the refusal comes first, with no request."""
+    data = tmp_path / "MRPC"
+    shutil.copytree(MRPC, data)
+    with LoopbackServer() as server:
+        monkeypatch.setenv("BERTCTL_MIRROR", server.url("/bert"))
+        r = in_process("finetune", "mrpc", "--data", data, "--model", "tiny", "--out", data, *FAST)
+        assert r.code == 1 and f"--out {data} is the input {data}" in one_error_line(r)
+        assert server.requests_for("/bert/2020_02_20/uncased_L-2_H-128_A-2.zip") == []
+        assert server.requests_for("/bert/2020_02_20/uncased_L-2_H-128_A-2.zip", "HEAD") == []
+
+
+def test_a_second_resume_of_a_running_run_is_refused(tmp_path, model):
+    out = tmp_path / "run"
+    args = ("finetune", "mrpc", "--data", MRPC, "--model", model, *FAST)
+    assert in_process(*args, "--out", out).code == 0
+    from bertctl.train import runs
+
+    with runs.locked(out):  # the first run, still writing
+        r = bertctl("finetune", "--out", str(out), "--resume", "--cpu", "--threads", "1")
+        assert r.code == 1
+        assert f"the run {out} is being written by process {os.getpid()}" in one_error_line(r)
+    r = in_process("finetune", "--out", out, "--resume", "--cpu", "--threads", "1")
+    assert r.code == 0, r.stderr
+    assert not outputs.lock_path(out).exists()

@@ -186,7 +186,15 @@ def check_seq_length(max_seq_length: int, explicit: bool, positions: int, report
 
 
 def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = False) -> RunSummary:
-    """Run one fine-tuning job and return where it landed and how it scored."""
+    """Run one fine-tuning job and return where it landed and how it scored.
+
+    The run folder is locked for the whole run: a second `--resume` of it is refused at once.
+    """
+    with runs.locked(cfg.out):
+        return _finetune(cfg, explicit, reporter, resume)
+
+
+def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> RunSummary:
     import transformers
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
@@ -201,6 +209,9 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, data_dir, splits = load_task_data(cfg)
+    inputs = (data_dir, cfg.model)  # a run never lands in (or over) its model or data folder
+    if cfg.out:  # checked before the model is fetched or converted, which can take minutes
+        runs.check_out(Path(cfg.out), resume, inputs)
     prepared: PreparedModel = prepare(cfg.model, cfg.lowercase, reporter)
     if not memory_checked:  # a Hub model's config arrived with its download
         cfg, _ = preflight.check(cfg, device, reporter, prepared.folder)
@@ -230,7 +241,7 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
         cfg = replace(cfg, max_seq_length=seq_length)
     torch.manual_seed(cfg.seed)  # the new classifier's initial weights come from the seed
     model = load_for_task(prepared, task)  # before the run folder: a refused model writes none
-    out = runs.prepare_folder(cfg, task, prepared, resume)
+    out = runs.prepare_folder(cfg, task, prepared, resume, inputs)
     runs.save_settings(out, cfg, task, prepared, data_dir)
 
     # ---- data -----------------------------------------------------------------------------
