@@ -375,3 +375,22 @@ def test_a_second_resume_of_a_running_run_is_refused(tmp_path, model):
     r = in_process("finetune", "--out", out, "--resume", "--cpu", "--threads", "1")
     assert r.code == 0, r.stderr
     assert not outputs.lock_path(out).exists()
+
+
+def test_pretrain_run_never_writes_into_its_data_or_model_and_locks_its_folder(
+    tmp_path, model, corpus
+):
+    data = tmp_path / "data"
+    prepare = ("pretrain", "prepare", corpus, "--vocab", TINY / "vocab.txt", "--dupe-factor", "1")
+    assert in_process(*prepare, "--out", data).code == 0
+    before = {folder: listing(folder) for folder in (model, data)}
+    base = ("pretrain", "run", data, "--model", model, "--cpu", "--threads", "1", "--steps", "1")
+    for out in (data, model):
+        r = in_process(*base, "--out", out)
+        assert r.code == 1 and f"--out {out} is the input {out}" in one_error_line(r)
+    assert {folder: listing(folder) for folder in (model, data)} == before
+    out = tmp_path / "run"
+    with outputs.exclusive_lock(out, f"the run {out} is being written"):
+        r = bertctl(*map(str, base), "--out", str(out))
+        assert r.code == 1 and f"by process {os.getpid()}" in one_error_line(r)
+    assert not out.exists()
