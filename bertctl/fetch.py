@@ -23,12 +23,14 @@ Hashes are not checked here: the caller verifies the finished file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import http.client
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -53,6 +55,13 @@ USER_AGENT = "bertctl (+https://github.com/google-research/bert releases)"
 _MAX_DELAY = 8.0  # seconds: the longest wait between two tries
 _SYNC_EVERY = 64 << 20  # fsync the part file after this many bytes (see BENCHMARKS.md, Download)
 _SPACE_MARGIN = 64 << 20  # keep this much (or 1% of the file, if larger) free after a download
+# A body whose size the server does not announce stops here: above the largest Google zip
+# (all_bert_models.zip, about 3 GB), so only a server that streams without end reaches it.
+MAX_UNANNOUNCED_BYTES = 8 << 30
+# The size bertctl expects of a catalogue release: its checkpoint (4 bytes a parameter) plus
+# this for the vocab, config, index and .meta graph (all under 2 MB), then PROMISE_MARGIN more.
+_PROMISE_SLACK = 16 << 20
+PROMISE_MARGIN = 0.10
 
 
 class DownloadError(BertctlError):
@@ -93,6 +102,40 @@ class FetchResult:
 # URL policy
 
 
+def redact(url: str) -> str:
+    """`url` for messages: a password in it (`user:password@host`) shown as `***`, and a user
+    part without one (often a token) as `***` whole.
+
+    Example: `redact("https://me:hunter2@host/m.zip")` is `"https://me:***@host/m.zip"`.
+    """
+    match = _USERINFO.match(url)
+    if match is None:
+        return url
+    user, colon, _ = match.group(2).partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{match.group(1)}{shown}@{url[match.end() :]}"
+
+
+# scheme://, then the user part: everything up to the last "@" before the path, query or fragment
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")
+
+
+def split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """(`url` without its `user:password@`, the Basic `Authorization` header that sends them).
+
+    urllib would take `user:password@host` for a host name; the credentials go in a header
+    instead, and never into the sidecar on disk or a message.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return clean, {"Authorization": f"Basic {token}"}
+
+
 def check_url_allowed(url: str, allow_http: bool = False) -> None:
     """Refuse URLs bertctl should not download from.
 
@@ -105,6 +148,7 @@ def check_url_allowed(url: str, allow_http: bool = False) -> None:
     """
     parts = urllib.parse.urlsplit(url)
     scheme = parts.scheme.lower()
+    url = redact(url)  # for the messages below
     if scheme not in ("https", "http"):
         raise DownloadError(
             f"cannot download {url!r}: only https:// URLs are supported",
@@ -136,7 +180,11 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
         check_url_allowed(newurl, self.allow_http)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        old_host = urllib.parse.urlsplit(req.full_url).netloc.lower()
+        if new is not None and urllib.parse.urlsplit(newurl).netloc.lower() != old_host:
+            new.remove_header("Authorization")  # credentials are for the host they were given
+        return new
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,6 +480,29 @@ class _Refetch(Exception):
     """The response cannot be used; cut the part file and ask again from byte 0."""
 
 
+class _Overrun(Exception):
+    """The body went past the most it may hold; the bytes on disk cannot be trusted."""
+
+
+def promised_size(url: str) -> tuple[int, str] | None:
+    """(the most bytes a catalogue release's zip may hold, its name) when the URL's file name
+    is a catalogue release's (as `install.resolve_source` matches it, mirrors included), else
+    None. The zip holds the checkpoint (4 bytes a parameter) and small files; see
+    _PROMISE_SLACK and PROMISE_MARGIN."""
+    from bertctl import catalog
+    from bertctl.bertconfig import check_config, count_parameters
+
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name
+    release = catalog.find(name.removesuffix(".zip")) if name.endswith(".zip") else None
+    if release is None or release.bundle:
+        return None
+    config = check_config(release.bert_config()).config
+    if config is None:  # pragma: no cover - every catalogue config is valid
+        return None
+    expected = 4 * count_parameters(config, heads=True) + _PROMISE_SLACK
+    return expected + int(expected * PROMISE_MARGIN), release.name
+
+
 def download(
     url: str,
     dest: Path,
@@ -442,6 +513,7 @@ def download(
     timeout: float = 30.0,
     backoff: float = 0.5,
     chunk_size: int = 1 << 20,
+    max_size: int | None = None,
 ) -> FetchResult:
     """Download `url` to `dest`, resuming an interrupted download, and check its size.
 
@@ -450,6 +522,8 @@ def download(
         dest: the finished file's path; its folder is created. While the download runs, the
             bytes live in `DEST.part`, the server's validators in `DEST.part.json`, and
             `DEST.lock` keeps a second process out (it fails at once, naming the first).
+            A `user:password@` in the URL is sent as Basic authentication, and shown as `***`
+            in every message.
         on_progress: called as `on_progress(bytes_on_disk, total_or_None)` about every
             `chunk_size` bytes and once at the end; first with the bytes resumed.
         allow_http: allow plain http to non-loopback hosts.
@@ -460,6 +534,10 @@ def download(
             longer is abandoned and the download resumed.
         backoff: the first wait between tries, doubling each time, capped at 8 s.
         chunk_size: the largest read from the socket, and the progress-report interval.
+        max_size: the most bytes the file may hold when the server does not announce its size;
+            by default what the catalogue expects of the release the URL names (see
+            `promised_size`), else MAX_UNANNOUNCED_BYTES. An announced size is itself the
+            bound. A body past the bound is stopped there, its part file removed.
 
     Returns:
         A FetchResult. When `dest` exists and no part file does, no request is made and
@@ -467,7 +545,8 @@ def download(
 
     Raises:
         DownloadError: refused URL, HTTP 4xx, not enough disk space (checked before any byte is
-            written), tries exhausted (the part file is kept for the next call), lock taken.
+            written), tries exhausted (the part file is kept for the next call), lock taken, a
+            body longer than announced or than `max_size` (nothing kept).
     """
     check_url_allowed(url, allow_http)
     if retries < 0 or chunk_size <= 0 or timeout <= 0:
@@ -497,7 +576,19 @@ def download(
                 last_modified=None,
             )
         job = _Download(url, dest, part, meta, on_progress, allow_http, timeout, chunk_size)
+        job.bound = _bound(url, max_size)
         return job.run(retries, backoff)
+
+
+def _bound(url: str, max_size: int | None) -> tuple[int, str]:
+    """The most bytes an unannounced body may bring, and the words that explain it."""
+    if max_size is not None:
+        return max_size, f"{_human(max_size)}, the most expected of it"
+    promise = promised_size(url)
+    if promise is not None:
+        size, name = promise
+        return size, f"{_human(size)}, the most bertctl expects of {name}'s zip"
+    return MAX_UNANNOUNCED_BYTES, f"{_human(MAX_UNANNOUNCED_BYTES)}, more than any BERT release"
 
 
 _NETWORK_ERRORS = (OSError, http.client.HTTPException)
@@ -517,7 +608,11 @@ class _Download:
         timeout: float,
         chunk_size: int,
     ) -> None:
-        self.url, self.dest, self.part, self.meta = url, dest, part, meta
+        # self.url (requests, the sidecar) holds no credentials; self.shown is for messages.
+        self.url, self.auth = split_credentials(url)
+        self.shown = redact(url)
+        self.dest, self.part, self.meta = dest, part, meta
+        self.bound: tuple[int, str] = (MAX_UNANNOUNCED_BYTES, "")
         self.on_progress = on_progress
         self.timeout = timeout
         self.chunk_size = chunk_size
@@ -546,6 +641,15 @@ class _Download:
                     f"cannot write {where}: {exc.strerror or exc}",
                     hint="free some space or check the folder's permissions; run again to resume",
                 ) from exc
+            except _Overrun as exc:
+                size = self._part_size()
+                self._discard()
+                raise DownloadError(
+                    f"download of {self.shown} stopped at {_human(size)}: {exc}; "
+                    "nothing was kept",
+                    hint="the server is sending something else; try again later or another "
+                    "--mirror",
+                ) from None
             except _Refetch as exc:
                 # Thrown-away responses count as failures only when nothing was on disk to
                 # throw away: a server that keeps answering byte 0 oddly must not loop forever.
@@ -574,7 +678,7 @@ class _Download:
         offset = resume_offset(part_size, self.state, self.url)
         if offset and self.state and self.state.size == offset:
             return True  # complete on disk: a crash came between the last byte and the rename
-        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **self.auth}
         headers.update(resume_headers(offset, self.state))
         request = urllib.request.Request(self.url, headers=headers)
         self.requests += 1
@@ -606,7 +710,7 @@ class _Download:
         if status == 429 or status >= 500:
             return _Retry(f"HTTP {status} {exc.reason}", _retry_after(exc.headers))
         hint = "check the name or --mirror" if status == 404 else "check the URL or --mirror"
-        return DownloadError(f"HTTP {status} {exc.reason} for {self.url}", hint=hint)
+        return DownloadError(f"HTTP {status} {exc.reason} for {self.shown}", hint=hint)
 
     def _network_error(self, exc: BaseException) -> Exception:
         """_Retry for trouble that may pass; DownloadError for trouble that will not."""
@@ -623,7 +727,7 @@ class _Download:
             return _Retry(f"no data from {host} for {self.timeout:g} s")
         if isinstance(reason, (OSError, http.client.HTTPException)):
             return _Retry(f"{type(reason).__name__}: {reason}")
-        return DownloadError(f"cannot download {self.url}: {reason}", "check the URL")
+        return DownloadError(f"cannot download {self.shown}: {reason}", "check the URL")
 
     def _check_space(self, decision: Decision, part_size: int) -> None:
         """Refuse before writing a byte when the rest of the file cannot fit."""
@@ -666,6 +770,14 @@ class _Download:
         """Append the body to the part file. True when the file is complete."""
         done, total = decision.start, decision.total
         received, synced, reported = 0, done, done
+        # An announced size bounds the body exactly (no file holds more than it has); without
+        # one, the bound of `download`'s max_size. Nothing past it reaches the part file.
+        cap = total if total is not None else self.bound[0]
+        why = (
+            f"the server sent more than the {_human(total)} it announced"
+            if total is not None
+            else f"the server announced no size and sent more than {self.bound[1]}"
+        )
         if self.on_progress:
             self.on_progress(done, total)
         # read1 returns what one socket read brings (up to chunk_size) instead of waiting to
@@ -681,6 +793,9 @@ class _Download:
                     raise self._network_error(exc) from exc
                 if not block:
                     break
+                if done + len(block) > cap:
+                    self._sync(fh)
+                    raise _Overrun(why)
                 try:
                     fh.write(block)
                 except OSError as exc:
@@ -747,7 +862,7 @@ class _Download:
             else "check your network or try --mirror"
         )
         tried = f"{self.requests} {'try' if self.requests == 1 else 'tries'}"
-        return DownloadError(f"download of {self.url} failed after {tried}: {why}", hint)
+        return DownloadError(f"download of {self.shown} failed after {tried}: {why}", hint)
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -756,6 +871,11 @@ class _Download:
             return self.part.stat().st_size
         except FileNotFoundError:
             return 0
+
+    def _discard(self) -> None:
+        """Remove the part file and its sidecar (bytes that are not the file asked for)."""
+        self.part.unlink(missing_ok=True)
+        self.meta.unlink(missing_ok=True)
 
     def _cut_part(self) -> int:
         """Empty the part file (durably, before any new sidecar); return its old size."""
