@@ -255,7 +255,11 @@ def refuse_unloaded(
 
 
 def _is_encoder(name: str) -> bool:
-    """Whether a tensor name is part of BERT's encoder (not a head: cls.*, classifier.*, ...)."""
+    """Whether a tensor name is part of BERT's encoder (not a head: cls.*, classifier.*, ...).
+
+    position_ids is an index buffer the model builds from its config; older files store it."""
+    if name.endswith("position_ids"):
+        return False
     return name.removeprefix("bert.").split(".")[0] in ENCODER_PARTS
 
 
