@@ -413,10 +413,11 @@ def _check_room(members: list[zipfile.ZipInfo], dest: Path, label: str) -> None:
         existing = existing.parent
     free = shutil.disk_usage(existing).free
     if need > free:
+        # `dest` is often a temporary folder beside the output: the message names the zip only.
         raise ArchiveError(
-            f"cannot extract {label} to {dest}: its files take {need:,} bytes, "
-            f"{free:,} are free there",
-            "free some space or choose another destination; nothing was extracted",
+            f"cannot extract {label}: its files take {need:,} bytes, and the disk they would go "
+            f"to has {free:,} free",
+            "free some space or choose a destination on a larger disk; nothing was extracted",
         )
 
 

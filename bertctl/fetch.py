@@ -645,8 +645,7 @@ class _Download:
                 size = self._part_size()
                 self._discard()
                 raise DownloadError(
-                    f"download of {self.shown} stopped at {_human(size)}: {exc}; "
-                    "nothing was kept",
+                    f"download of {self.shown} stopped at {_human(size)}: {exc}; nothing was kept",
                     hint="the server is sending something else; try again later or another "
                     "--mirror",
                 ) from None
