@@ -740,7 +740,8 @@ def pretrain(cfg: PretrainConfig, reporter, resume: bool = False) -> PretrainSum
             from bertctl.install import noop_reporter
 
             reporter = noop_reporter()
-        return _pretrain(cfg, world, device, reporter, resume)
+        with runs.locked(cfg.out, world.main):  # a second --resume of this run is refused
+            return _pretrain(cfg, world, device, reporter, resume)
     finally:
         distributed.stop(world)
 
@@ -781,7 +782,7 @@ def _pretrain(
     if cfg.out is None and world.distributed:
         raise UsageError("--out is needed with several processes", "pass the run folder with --out")
     if cfg.out is not None:
-        _check_out(Path(cfg.out), resume)
+        runs.check_out(Path(cfg.out), resume, _inputs(cfg))
 
     # ---- model source and memory -----------------------------------------------------------
     # The architecture is known before any download from --config, a local folder or a run.
@@ -818,7 +819,7 @@ def _pretrain(
     # ---- run folder ---------------------------------------------------------------------------
     if cfg.out is None:
         cfg = replace(cfg, out=str(default_out(source.label)))
-        _check_out(Path(cfg.out), resume)
+        runs.check_out(Path(cfg.out), resume, _inputs(cfg))
     out = Path(cfg.out)
     _barrier(world)  # every process has checked the folder before rank 0 writes into it
     if world.main:
@@ -1094,13 +1095,9 @@ def _pretrain(
     )
 
 
-def _check_out(out: Path, resume: bool) -> None:
-    if resume and not (out / SETTINGS).is_file():
-        raise BertctlError(f"--resume: {out} holds no run", "pass the --out folder of the run")
-    if not resume and out.exists() and any(out.iterdir()):
-        raise BertctlError(
-            f"{out} already holds a run", "pass --resume to continue it, or a new --out folder"
-        )
+def _inputs(cfg: PretrainConfig) -> tuple:
+    """What the run reads: its folder may not be, or hold, any of them."""
+    return (cfg.data, cfg.model, cfg.bert_config, cfg.vocab)
 
 
 def _barrier(world: World) -> None:
