@@ -394,3 +394,15 @@ def test_pretrain_run_never_writes_into_its_data_or_model_and_locks_its_folder(
         r = bertctl(*map(str, base), "--out", str(out))
         assert r.code == 1 and f"by process {os.getpid()}" in one_error_line(r)
     assert not out.exists()
+
+
+def test_bert_base_dir_pointing_nowhere_is_named(tmp_path, monkeypatch):
+    """Google's recipe sets BERT_BASE_DIR once; pointing nowhere, the variable is the culprit."""
+    nowhere = tmp_path / "uncased_L-12_H-768_A-12"
+    monkeypatch.setenv("BERT_BASE_DIR", str(nowhere))
+    r = in_process("finetune", "mrpc", "--data", MRPC, "--out", tmp_path / "run", *FAST)
+    assert r.code == 1
+    line = one_error_line(r)
+    assert line.startswith(f"error: BERT_BASE_DIR={nowhere}: no such folder")
+    assert "pass --model" in line
+    assert not (tmp_path / "run").exists()

@@ -39,8 +39,22 @@ class PreparedModel:
 
 
 def default_model_spec() -> str:
-    """Google's recipe reads $BERT_BASE_DIR; without it, BERT-Base uncased."""
-    return os.environ.get("BERT_BASE_DIR") or "base-uncased"
+    """Google's recipe reads $BERT_BASE_DIR; without it, BERT-Base uncased.
+
+    Raises:
+        BertctlError: BERT_BASE_DIR names neither a file or folder nor a catalogue model; the
+            message names the variable, which the user may have set long ago and forgotten.
+    """
+    value = os.environ.get("BERT_BASE_DIR")
+    if not value:
+        return "base-uncased"
+    if not paths.expand(value).exists() and catalog.find(value) is None and ":" not in value:
+        raise BertctlError(
+            f"BERT_BASE_DIR={value}: no such folder (finetune takes its model from it when "
+            "--model is not given)",
+            "point BERT_BASE_DIR at an unzipped release folder, or pass --model",
+        )
+    return value
 
 
 def _converted_cache(source: Path) -> Path:
