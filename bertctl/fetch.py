@@ -642,12 +642,11 @@ class _Download:
                     hint="free some space or check the folder's permissions; run again to resume",
                 ) from exc
             except _Overrun as exc:
-                size = self._part_size()
                 self._discard()
                 raise DownloadError(
-                    f"download of {self.shown} stopped at {_human(size)}: {exc}; nothing was kept",
-                    hint="the server is sending something else; try again later or another "
-                    "--mirror",
+                    f"download of {self.shown} stopped: {exc}; nothing was kept",
+                    hint="the server is not sending the file asked for; try again later, or "
+                    "another --mirror",
                 ) from None
             except _Refetch as exc:
                 # Thrown-away responses count as failures only when nothing was on disk to

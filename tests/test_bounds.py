@@ -323,7 +323,7 @@ def test_cli_download_from_an_endless_mirror_never_grows_the_part_past_the_bound
     # ("cannot write"), so the message below proves it never got there.
     args = ["download", "tiny", "--mirror", endless.base + "/bert/"]
     error = error_of(limited(*args, file_bytes=bound))
-    assert error.startswith(f"error: download of {endless.base + TINY_PATH} stopped at")
+    assert error.startswith(f"error: download of {endless.base + TINY_PATH} stopped: the")
     assert "announced no size" in error and "cannot write" not in error
     assert _left(isolated_home / "downloads") == []
 
