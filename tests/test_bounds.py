@@ -111,8 +111,9 @@ def _run_with(tmp_path: Path, text: str) -> Path:
         ("threads: 100000", "threads is 100000 (--threads must be at most"),
         ("batch_size: 1000000000", "batch_size is 1000000000 (--batch-size must be at most 65536)"),
         ("gpu_memory: 12 parsecs", "gpu_memory is '12 parsecs' (--gpu-memory '12 parsecs'"),
+        ("eval_batch_size: 100000", "eval_batch_size is 100000 (eval_batch_size must be at most"),
     ],
-    ids=["zero-batch", "nan-lr", "threads", "huge-batch", "gpu-memory"],
+    ids=["zero-batch", "nan-lr", "threads", "huge-batch", "gpu-memory", "eval-batch"],
 )
 def test_a_bad_value_in_a_resumed_run_config_names_the_file_and_key(tmp_path, setting, words):
     run = _run_with(tmp_path, setting + "\n")

@@ -145,11 +145,11 @@ def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
             ("batch_size",),
             f"--batch-size must be at most {MAX_BATCH}",
         ),
-        (c.eval_batch_size > 0, ("eval_batch_size",), "--eval-batch-size must be positive"),
+        (c.eval_batch_size > 0, ("eval_batch_size",), "eval_batch_size must be positive"),
         (
             c.eval_batch_size <= MAX_BATCH,
             ("eval_batch_size",),
-            f"--eval-batch-size must be at most {MAX_BATCH}",
+            f"eval_batch_size must be at most {MAX_BATCH}",
         ),
         (finite(c.lr) and c.lr > 0, ("lr",), "--lr must be positive"),
         (0 <= c.warmup < 1, ("warmup",), "--warmup is a fraction of the steps, in [0, 1)"),
@@ -340,7 +340,7 @@ def _blame_file(
 
 
 # Settings without a flag of their own: their messages use the key.
-_NO_FLAG = {"weight_decay", "max_grad_norm", "keep_checkpoints", "extra"}
+_NO_FLAG = {"eval_batch_size", "weight_decay", "max_grad_norm", "keep_checkpoints", "extra"}
 
 
 def _flag(key: str) -> str:
