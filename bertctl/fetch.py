@@ -576,7 +576,7 @@ def download(
                 last_modified=None,
             )
         job = _Download(url, dest, part, meta, on_progress, allow_http, timeout, chunk_size)
-        job.bound = _bound(url, max_size)
+        job.bound = _bound(url, max_size)  # the body's bound when the server announces no size
         return job.run(retries, backoff)
 
 
