@@ -136,7 +136,12 @@ def install(
     done = is_complete(folder)
     if done is not None:
         return InstallResult(
-            source.name, done.get("source", source.url), folder, folder / "release", True, done
+            source.name,
+            done.get("source", fetch.redact(source.url)),
+            folder,
+            folder / "release",
+            True,
+            done,
         )
     fetch.check_url_allowed(source.url, allow_http)
     with outputs.writing(folder, "installed"):
@@ -159,7 +164,7 @@ def _install(
 
     zip_file = paths.downloads_dir() / Path(urllib.parse.urlparse(source.url).path).name
     zip_file.parent.mkdir(parents=True, exist_ok=True)
-    reporter.step(f"Downloading {source.url}")
+    reporter.step(f"Downloading {fetch.redact(source.url)}")
     with reporter.progress("Downloading", None, "B") as bar:
         seen = [0]
 
@@ -220,7 +225,7 @@ def _install(
             raise BertctlError(f"converted model failed its {first.name} check: {first.detail}")
         manifest = {
             "name": source.name,
-            "source": source.url,
+            "source": fetch.redact(source.url),  # a password never lands on disk
             "release": source.release.name if source.release else None,
             "lowercase": lowercase,
             "verified": True,
@@ -234,7 +239,8 @@ def _install(
         shutil.rmtree(staging, ignore_errors=True)
     if not keep_zip:
         zip_file.unlink(missing_ok=True)
-    return InstallResult(source.name, source.url, folder, folder / "release", False, manifest)
+    shown = fetch.redact(source.url)
+    return InstallResult(source.name, shown, folder, folder / "release", False, manifest)
 
 
 def noop_reporter() -> Reporter:

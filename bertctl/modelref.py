@@ -22,7 +22,14 @@ from bertctl.bertconfig import (
     require_config,
 )
 from bertctl.errors import BertctlError, CasingError, ConfigError, UsageError
-from bertctl.tokenization import Tokenizer, Vocab, bundled_vocab, load_vocab, parse_vocab
+from bertctl.tokenization import (
+    MAX_VOCAB_BYTES,
+    Tokenizer,
+    Vocab,
+    bundled_vocab,
+    load_vocab,
+    parse_vocab,
+)
 
 # The most a config read from a zip may claim: a bert_config.json is under 1 kB.
 CONFIG_LIMIT = 1 << 20
@@ -178,7 +185,8 @@ def read_vocab(ref: ModelRef) -> Vocab | None:
         member = f"{ref.zip_folder}/vocab.txt" if ref.zip_folder else "vocab.txt"
         with archive.open_zip(ref.path) as zf:
             try:
-                data = archive.read_member(zf, member, str(ref.path))
+                # Refused unread past the vocab bound, not read whole and then refused.
+                data = archive.read_member(zf, member, str(ref.path), limit=MAX_VOCAB_BYTES)
             except KeyError:
                 return None
         return parse_vocab(data, source=f"{ref.path}:{member}")

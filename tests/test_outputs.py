@@ -406,3 +406,15 @@ def test_bert_base_dir_pointing_nowhere_is_named(tmp_path, monkeypatch):
     assert line.startswith(f"error: BERT_BASE_DIR={nowhere}: no such folder")
     assert "pass --model" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_download_never_shows_or_stores_the_urls_password(tmp_path, isolated_home):
+    with LoopbackServer() as server:
+        url = server.add("/my_bert.zip", release_zip(tmp_path / "z.zip").read_bytes())
+        secret = url.replace("http://", "http://me:hunter2@")
+        r = bertctl("download", secret, "--json")
+        assert r.code == 0, r.stderr
+    assert "hunter2" not in r.stdout + r.stderr
+    assert "http://me:***@127.0.0.1" in r.stderr  # the step line still says where from
+    stored = (isolated_home / "models" / "my_bert" / "bertctl.json").read_text()
+    assert "hunter2" not in stored and "me:***@" in stored
