@@ -418,3 +418,35 @@ def test_download_never_shows_or_stores_the_urls_password(tmp_path, isolated_hom
     assert "http://me:***@127.0.0.1" in r.stderr  # the step line still says where from
     stored = (isolated_home / "models" / "my_bert" / "bertctl.json").read_text()
     assert "hunter2" not in stored and "me:***@" in stored
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_during_tokenize_leaves_whole_lines_and_says_how_many(tmp_path, workers):
+    import json
+    import re
+
+    big = tmp_path / "big.txt"
+    big.write_text("the quick brown fox jumps over the lazy dog\n" * 400_000)
+    output = tmp_path / "out.jsonl"
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bertctl", "tokenize", "--input", str(big), "--json", "--workers", workers],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            env=env(),
+            start_new_session=True,
+        )
+        code, err = _interrupt_when(proc, lambda: output.stat().st_size > 1 << 20)
+    assert code == 130, err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    found = re.fullmatch(
+        r"error: interrupted after ([\d,]+) lines; the output holds those \1 lines, each whole; "
+        r"to go on, tokenize from line ([\d,]+) \(tail -n \+\d+ .*big.txt \| bertctl tokenize "
+        r"--input -\)",
+        lines[0],
+    )
+    assert found, lines[0]
+    written = output.read_text().splitlines()
+    assert len(written) == int(found.group(1).replace(",", "")) < 400_000
+    assert all(json.loads(line)["tokens"][0] == "the" for line in written)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import typer
 
 from bertctl import ui
-from bertctl.errors import BertctlError, UsageError
+from bertctl.errors import BertctlError, Interrupted, UsageError
 
 
 def tokenize(
@@ -182,13 +184,26 @@ def _tokenize_stream(
     bad_lines: list[int] = []
     lines = 0
     try:
-        with ui.progress("Tokenizing", total=size, unit="B") as bar:
+        with (
+            ui.progress("Tokenizing", total=size, unit="B") as bar,
+            _ctrl_c_between_blocks() as stop,
+        ):
             for block in tokenize_chunks(tokenizer, chunks(handle, label=label), fmt, n_workers):
                 write(block.text)
                 lines += block.lines
                 bad_lines.extend(block.bad_lines)
                 bar.advance(block.nbytes, postfix=f"{lines:,} lines")
+                if stop:
+                    raise KeyboardInterrupt
         sys.stdout.flush()
+    except KeyboardInterrupt:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        again = f"tail -n +{lines + 1} {label}" if label != "<stdin>" else "the rest of the input"
+        raise Interrupted(
+            f"interrupted after {lines:,} lines; the output holds those {lines:,} lines, each whole",
+            f"to go on, tokenize from line {lines + 1} ({again} | bertctl tokenize --input -)",
+        ) from None
     except OSError as exc:
         # The bytes still buffered cannot be written either; point stdout at /dev/null so the
         # exit flush does not fail a second time.
@@ -211,3 +226,20 @@ def _tokenize_stream(
             f"{label}: {len(bad_lines)} line(s) held bytes that are not UTF-8 (first: line "
             f"{bad_lines[0]}); dropped those bytes as Google's tokenizer does"
         )
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_blocks() -> Iterator[list[int]]:
+    """Ctrl-C noted, and acted on once the block being written is out whole: an output cut in
+    the middle of a line would end in a record no reader can parse. Yields the list the
+    signal lands in (empty until then)."""
+    seen: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    except ValueError:  # not the main thread: Ctrl-C is not this thread's to hold
+        yield seen
+        return
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
