@@ -430,7 +430,17 @@ def test_ctrl_c_during_tokenize_leaves_whole_lines_and_says_how_many(tmp_path, w
     output = tmp_path / "out.jsonl"
     with output.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bertctl", "tokenize", "--input", str(big), "--json", "--workers", workers],
+            [
+                sys.executable,
+                "-m",
+                "bertctl",
+                "tokenize",
+                "--input",
+                str(big),
+                "--json",
+                "--workers",
+                workers,
+            ],
             stdout=sink,
             stderr=subprocess.PIPE,
             env=env(),
