@@ -336,6 +336,41 @@ def test_a_signal_inside_the_optimizer_update_stops_after_it_with_a_checkpoint(
     assert steps_logged(run) == list(range(1, signalled_at + 1))
 
 
+@pytest.mark.parametrize("workflow", ["finetune", "pretrain"])
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigint_and_sigterm_stop_every_workflow_alike(
+    workflow, number, tiny, corpus_data, tmp_path, monkeypatch, home
+):
+    """One loop for every task: a scheduler's SIGTERM checkpoints fine-tuning as it does
+    pretraining (fine-tuning once died of it with no checkpoint), and Ctrl-C alike."""
+    calls = []
+    real_step = torch.amp.GradScaler.step
+
+    def step_then_signal(self, optimizer, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), number)
+            time.sleep(0.05)
+        return real_step(self, optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.amp.GradScaler, "step", step_then_signal)
+    run = tmp_path / "run"
+    if workflow == "finetune":
+        args = [*finetune_args(tiny), "--save-every", 100, "--out", run]
+    else:
+        args = ["pretrain", "run", corpus_data, "--model", tiny, "--steps", PRETRAIN_STEPS]
+        args += ["--save-every", 100, *PRETRAIN_FAST, "--out", run]
+    result = cli(*args)
+    assert result.code == 1, result.stderr
+    command = "finetune" if workflow == "finetune" else "pretrain run"
+    assert one_error_line(result) == (
+        f"error: interrupted at step 2; the checkpoint step-0000002 is in {run}; "
+        f"resume with: bertctl {command} --out {run} --resume"
+    )
+    assert (run / "checkpoints" / "step-0000002" / "state.json").is_file()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the loop put it back
+
+
 def evals_logged(run: Path) -> list[int]:
     lines = (run / "train_log.jsonl").read_text().splitlines()
     return [r["eval"]["step"] for r in map(json.loads, lines) if "eval" in r]

@@ -1,14 +1,15 @@
 """Fine-tune BERT on a GLUE-format task: one training run, top to bottom.
 
-Sections: run folder and settings; data; model; optimizer and schedule; resume; the loop
-(with evaluation and checkpoints); the final model and Google's output files.
+Sections: settings, data and model (`setup`); tokenizing; model and optimizer; one step's
+forward and backward passes (`forward`); the loop, which is every task's (`loop.train`:
+schedule, update, evaluations, checkpoints, resume, Ctrl-C); the final model and Google's output
+files (`publish`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ import torch
 from bertctl import glue, metrics
 from bertctl.errors import BertctlError
 from bertctl.train import data as D
-from bertctl.train import preflight, runs
+from bertctl.train import loop, preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
 from bertctl.train.modeling import PreparedModel, load_for_task, prepare
-from bertctl.train.optim import linear_warmup_decay, make_optimizer, steps_for, warmup_for
+from bertctl.train.optim import make_optimizer, steps_for, warmup_for
 
 
 @dataclass(frozen=True)
@@ -195,17 +196,127 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
 
 
 def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> RunSummary:
+    # ---- settings, data and model (checked before anything is written) ----------------------
+    run = setup(cfg, explicit, reporter, resume)
+    cfg, device, autocast, task, prepared, model, out = (
+        run.cfg,
+        run.device,
+        run.autocast,
+        run.task,
+        run.prepared,
+        run.model,
+        run.out,
+    )
+    reporter.step(
+        f"Tokenizing {task.display} ({', '.join(f'{n} {len(s):,}' for n, s in run.splits.items())})"
+    )
+    feats = {
+        name: D.featurize(split.examples, task, prepared.tokenizer, cfg.max_seq_length)
+        for name, split in run.splits.items()
+    }
+    skipped = {n: len(s.skipped) for n, s in run.splits.items() if s.skipped}
+    if skipped:
+        reporter.step(f"Skipped malformed rows (--skip-bad-rows): {skipped}")
+    train = feats["train"]
+    if len(train) == 0:
+        raise BertctlError(f"{run.splits['train'].path} has no examples", "check the file")
+    lengths = [len(x) for x in train.input_ids]
+    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    total_steps = cfg.max_steps or max(1, steps_for(len(train), cfg.batch_size, cfg.epochs))
+    eval_every = cfg.eval_every or batches_per_epoch
+
+    # ---- model, optimizer -------------------------------------------------------------------
+    if cfg.grad_checkpointing:
+        model.gradient_checkpointing_enable()
+    if device.type == "cpu":
+        own_memory(model)
+    model.to(device)
+    model.train()
+    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
+
+    # ---- one step: the forward and backward passes of one batch ------------------------------
+    micro = cfg.batch_size // cfg.grad_accum
+    epoch_batches: dict[int, list[list[int]]] = {}
+
+    def forward(step: int) -> loop.Step:
+        epoch, index = divmod(step, batches_per_epoch)
+        if epoch not in epoch_batches:  # the same batches for (seed, epoch): resumes exactly
+            epoch_batches.clear()
+            epoch_batches[epoch] = D.length_grouped_batches(
+                lengths, cfg.batch_size, cfg.seed, epoch
+            )
+        batch = epoch_batches[epoch][index]
+        loss_value = 0.0
+        for part in range(0, len(batch), micro):
+            chunk = batch[part : part + micro]
+            inputs = {
+                k: v.to(device, non_blocking=True)
+                for k, v in D.collate(train, chunk, task.is_regression).items()
+            }
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = model(**inputs).loss * (len(chunk) / len(batch))
+            scaler.scale(loss).backward()
+            loss_value += float(loss.detach())
+        after = (step + 1) / batches_per_epoch
+        postfix = f"epoch {after:.2f}  loss {loss_value:.4f}  lr {{lr:.2e}}  "
+        return loop.Step(loss_value, len(batch), postfix=postfix + "{examples_per_second:.1f} ex/s")
+
+    # ---- the loop ---------------------------------------------------------------------------
+    the_loop = loop.Loop(
+        out=out,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=loop.Schedule(
+            steps=total_steps,
+            warmup=warmup_for(total_steps, cfg.warmup),
+            lr=cfg.lr,
+            eval_every=eval_every,
+            save_every=cfg.save_every or eval_every,
+            keep_checkpoints=cfg.keep_checkpoints,
+            max_grad_norm=cfg.max_grad_norm,
+        ),
+        forward=forward,
+        evaluate=lambda at: run_eval(
+            model, feats, run.splits, task, cfg, device, autocast, at, batches_per_epoch
+        ),
+        epoch=lambda step: step / batches_per_epoch,
+        title="Fine-tuning",
+        resume_command=f"bertctl finetune --out {out} --resume",
+        out_of_memory=lambda step: preflight.out_of_memory(cfg, device, prepared.folder, out, step),
+    )
+    start = loop.resume(the_loop, device, reporter) if resume else loop.START
+    trained = loop.train(the_loop, reporter, start, resumed=resume)
+    return publish(run, trained)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A fine-tuning run ready to train: settings settled, data read, model loaded, folder made."""
+
+    cfg: FinetuneConfig
+    device: torch.device
+    autocast: torch.dtype | None
+    task: glue.Task
+    splits: dict[str, glue.Split]
+    prepared: PreparedModel
+    model: torch.nn.Module
+    out: Path
+
+
+def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> _Run:
+    """Settle the settings, read the data, load the model and make the run folder, in the order
+    that refuses a bad run before anything slow or anything written."""
     import transformers
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
     transformers.logging.disable_progress_bar()
-
-    # ---- run folder and settings ---------------------------------------------------------
     device = pick_device(cfg.device)
     # Memory: on a GPU (or for --gpu-memory SIZE) the estimate must fit before anything is read,
     # downloaded or loaded; --auto-fit may change batch, precision, checkpointing or length.
     cfg, memory_checked = preflight.check(cfg, device, reporter)
-    autocast = pick_precision(cfg.precision, device)
+    pick_precision(cfg.precision, device)  # refuses bf16/fp16 on the CPU before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, data_dir, splits = load_task_data(cfg)
@@ -215,7 +326,17 @@ def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -
     prepared: PreparedModel = prepare(cfg.model, cfg.lowercase, reporter)
     if not memory_checked:  # a Hub model's config arrived with its download
         cfg, _ = preflight.check(cfg, device, reporter, prepared.folder)
-        autocast = pick_precision(cfg.precision, device)
+    cfg = _fit_to_model(cfg, explicit, prepared, reporter)
+    torch.manual_seed(cfg.seed)  # the new classifier's initial weights come from the seed
+    model = load_for_task(prepared, task)  # before the run folder: a refused model writes none
+    out = runs.prepare_folder(cfg, task, prepared, resume, inputs)
+    runs.save_settings(out, cfg, task, prepared, data_dir)
+    autocast = pick_precision(cfg.precision, device)
+    return _Run(cfg, device, autocast, task, splits, prepared, model, out)
+
+
+def _fit_to_model(cfg: FinetuneConfig, explicit: set[str], prepared, reporter) -> FinetuneConfig:
+    """Google's settings for a compact model, and a sequence length its positions allow."""
     model_config = json.loads((prepared.folder / "config.json").read_text(encoding="utf-8"))
     tuned = {
         k: v
@@ -237,192 +358,31 @@ def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -
         model_config.get("max_position_embeddings", 512),
         reporter,
     )
-    if seq_length != cfg.max_seq_length:
-        cfg = replace(cfg, max_seq_length=seq_length)
-    torch.manual_seed(cfg.seed)  # the new classifier's initial weights come from the seed
-    model = load_for_task(prepared, task)  # before the run folder: a refused model writes none
-    out = runs.prepare_folder(cfg, task, prepared, resume, inputs)
-    runs.save_settings(out, cfg, task, prepared, data_dir)
+    return replace(cfg, max_seq_length=seq_length) if seq_length != cfg.max_seq_length else cfg
 
-    # ---- data -----------------------------------------------------------------------------
-    reporter.step(
-        f"Tokenizing {task.display} ({', '.join(f'{n} {len(s):,}' for n, s in splits.items())})"
-    )
-    feats = {
-        name: D.featurize(split.examples, task, prepared.tokenizer, cfg.max_seq_length)
-        for name, split in splits.items()
-    }
-    skipped = {n: len(s.skipped) for n, s in splits.items() if s.skipped}
-    if skipped:
-        reporter.step(f"Skipped malformed rows (--skip-bad-rows): {skipped}")
-    train = feats["train"]
-    if len(train) == 0:
-        raise BertctlError(f"{splits['train'].path} has no examples", "check the file")
-    lengths = [len(x) for x in train.input_ids]
-    batches_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = cfg.max_steps or max(1, steps_for(len(train), cfg.batch_size, cfg.epochs))
-    warmup_steps = warmup_for(total_steps, cfg.warmup)
-    eval_every = cfg.eval_every or batches_per_epoch
-    save_every = cfg.save_every or eval_every
 
-    # ---- model ------------------------------------------------------------------------------
-    if cfg.grad_checkpointing:
-        model.gradient_checkpointing_enable()
-    if device.type == "cpu":
-        own_memory(model)
-    model.to(device)
-    model.train()
-
-    # ---- optimizer and schedule -------------------------------------------------------------
-    optimizer = make_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
-
-    def set_lr(step: int) -> float:
-        lr = cfg.lr * linear_warmup_decay(step, total_steps, warmup_steps)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    # ---- resume -----------------------------------------------------------------------------
-    step = 0
-    history: list[dict[str, Any]] = []
-    last_loss = float("nan")
-    if resume:
-        state = runs.load_latest(out, model, optimizer, device)
-        if state is not None:
-            step, history = state["step"], state["history"]
-            last_loss = state.get("loss", last_loss)
-            reporter.step(f"Resuming from step {step} of {total_steps}")
-
-    # ---- the loop ---------------------------------------------------------------------------
-    # The log drops what a killed run wrote after its last checkpoint, so every step is logged once.
-    log = runs.TrainLog(out, resume_step=step if resume else None)
-
-    def evaluate_at(at: int) -> None:
-        """Score the dev splits after step `at`, into metrics.json and the log."""
-        runs.check_weights(model, at, out)  # NaN weights would score, and be logged, as a model
-        record = run_eval(model, feats, splits, task, cfg, device, autocast, at, batches_per_epoch)
-        history.append(record)
-        log.eval(record)
-        runs.save_metrics(out, history)
-
-    if resume and runs.evaluation_missing(step, eval_every, total_steps, history):
-        evaluate_at(step)  # stopped during this evaluation: make it now, as a straight run did
-    micro = cfg.batch_size // cfg.grad_accum
-    start_time = time.monotonic()
-    trained_examples = 0
-    # Ctrl-C can land mid-step: the checkpoint it leaves must hold the RNG state of the last
-    # finished step (a partial forward pass has drawn dropout masks). Out of memory inside the
-    # optimizer's update leaves no checkpoint of that step: the weights are half-changed.
-    rng_at_step = runs.rng_state()
-    updating = out_of_memory = False
-
-    def checkpoint(rng: dict[str, Any] | None = None) -> None:
-        """Everything --resume needs after `step`; `rng`: the RNG state to resume with."""
-        runs.save_checkpoint(
-            out, model, optimizer, step, history, cfg.keep_checkpoints, rng=rng, loss=last_loss
-        )
-
-    try:
-        with reporter.progress("Fine-tuning", total_steps, "steps") as bar:
-            bar.advance(step)
-            while step < total_steps:
-                epoch, index = divmod(step, batches_per_epoch)
-                batches = D.length_grouped_batches(lengths, cfg.batch_size, cfg.seed, epoch)
-                for batch in batches[index:]:
-                    if step >= total_steps:
-                        break
-                    lr = set_lr(step)
-                    loss_value = 0.0
-                    for part in range(0, len(batch), micro):
-                        chunk = batch[part : part + micro]
-                        inputs = {
-                            k: v.to(device, non_blocking=True)
-                            for k, v in D.collate(train, chunk, task.is_regression).items()
-                        }
-                        with torch.autocast(
-                            device.type, dtype=autocast, enabled=autocast is not None
-                        ):
-                            loss = model(**inputs).loss * (len(chunk) / len(batch))
-                        scaler.scale(loss).backward()
-                        loss_value += float(loss.detach())
-                    runs.check_loss(loss_value, step + 1, out)  # read above for the log: no sync
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    # Ctrl-C waits for the update and its log line, so an interrupted run stops
-                    # between two whole, logged steps; out of memory inside the update cannot.
-                    updating = True
-                    with runs.signals_held():
-                        scaler.step(optimizer)
-                        scaler.update()
-                        optimizer.zero_grad(set_to_none=True)
-                        step += 1
-                        rng_at_step = runs.rng_state()
-                        updating = False
-                        trained_examples += len(batch)
-                        last_loss = loss_value
-                        rate = trained_examples / max(time.monotonic() - start_time, 1e-9)
-                        log.write(
-                            step=step,
-                            epoch=step / batches_per_epoch,
-                            loss=loss_value,
-                            lr=lr,
-                            examples_per_second=rate,
-                        )
-                    bar.advance(
-                        1,
-                        postfix=f"epoch {step / batches_per_epoch:.2f}  loss {loss_value:.4f}  lr {lr:.2e}  {rate:.1f} ex/s",
-                    )
-                    if runs.evaluation_due(step, eval_every, total_steps):
-                        evaluate_at(step)
-                    if step % save_every == 0 or step == total_steps:
-                        checkpoint()
-    except torch.cuda.OutOfMemoryError:
-        out_of_memory = True  # handled below, once the exception has let go of the step's tensors
-    except BertctlError:
-        log.close()  # diverged, or the disk is full: the TensorBoard writer's thread ends too
-        raise
-    except KeyboardInterrupt:
-        log.close()
-        checkpoint(rng_at_step)
-        latest = runs.latest_checkpoint(out)
-        saved = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
-        raise BertctlError(
-            f"interrupted at step {step}; {saved}",
-            f"resume with: bertctl finetune --out {out} --resume",
-        ) from None
-    if out_of_memory:
-        # Keep the last finished step, and say what happened and what to resume with.
-        inputs = loss = None
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        log.close()
-        if not updating:
-            checkpoint(rng_at_step)
-        raise preflight.out_of_memory(cfg, device, prepared.folder, out, step)
-    train_seconds = time.monotonic() - start_time
-    log.close()
-
-    # ---- the final model and Google's output files ------------------------------------------
+def publish(run: _Run, trained: loop.Trained) -> RunSummary:
+    """`final/`, Google's eval_results.txt, the curves and the run record."""
+    out, step, history = run.out, trained.step, trained.history
     final = out / "final"
-    runs.save_final(final, model, prepared, task, step=step)
+    runs.save_final(final, run.model, run.prepared, run.task, step=step)
     last = history[-1] if history else {}
     final_metrics = dict(last.get("metrics", {}))
     google = {f"eval_{k}": v for k, v in final_metrics.items()}
-    google.update(global_step=step, loss=last_loss)
+    google.update(global_step=step, loss=trained.last_loss)
     if last.get("loss") is not None:
         google["eval_loss"] = last["loss"]
     glue.write_eval_results(out / "eval_results.txt", google)
     runs.plot(out, history)
-    runs.mark_done(out, cfg, task, prepared, final_metrics, step, train_seconds)
+    runs.mark_done(out, run.cfg, run.task, run.prepared, final_metrics, step, trained.train_seconds)
     return RunSummary(
         out=out,
         final=final,
         metrics=final_metrics,
-        main_metric=task.main_metric,
+        main_metric=run.task.main_metric,
         steps=step,
-        train_seconds=train_seconds,
-        examples_per_second=trained_examples / max(train_seconds, 1e-9),
+        train_seconds=trained.train_seconds,
+        examples_per_second=trained.examples / max(trained.train_seconds, 1e-9),
     )
 
 

@@ -51,7 +51,6 @@ import dataclasses
 import json
 import math
 import random
-import signal
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
@@ -74,7 +73,7 @@ from bertctl.pretraining_data import (
     vocab_sha256,
 )
 from bertctl.tokenization import Tokenizer, Vocab
-from bertctl.train import distributed, runs
+from bertctl.train import distributed, loop, runs
 from bertctl.train.config import load_mapping
 from bertctl.train.distributed import World
 from bertctl.train.encoder import encode
@@ -753,31 +752,18 @@ def _pretrain(
 
     from bertctl.train.finetune import own_memory, pick_precision
     from bertctl.train.modeling import PreparedModel
-    from bertctl.train.optim import linear_warmup_decay, make_pretraining_optimizer
+    from bertctl.train.optim import make_pretraining_optimizer
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
     transformers.logging.disable_progress_bar()
 
     # ---- settings and data -----------------------------------------------------------------
-    if cfg.data is None:
-        raise UsageError("no data given", "pass the folder made by `bertctl pretrain prepare`")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dataset = open_shards(cfg.data)
+    dataset = _open_data(cfg, world)
     manifest, settings = dataset.manifest, dataset.settings
     total_instances = len(dataset)
     train_instances = total_instances - cfg.holdout
-    if train_instances < 1:
-        raise UsageError(
-            f"--holdout {cfg.holdout} leaves no training instance ({total_instances:,} in all)",
-            f"pass a --holdout below {total_instances}",
-        )
-    if cfg.batch_size % (world.size * cfg.grad_accum):
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} does not split into {world.size} process(es) x "
-            f"{cfg.grad_accum} micro-batch(es)",
-            f"pass a multiple of {world.size * cfg.grad_accum}",
-        )
     seq = settings.max_seq_length
     if cfg.out is None and world.distributed:
         raise UsageError("--out is needed with several processes", "pass the run folder with --out")
@@ -785,29 +771,7 @@ def _pretrain(
         runs.check_out(Path(cfg.out), resume, _inputs(cfg))
 
     # ---- model source and memory -----------------------------------------------------------
-    # The architecture is known before any download from --config, a local folder or a run.
-    if cfg.bert_config is not None:
-        from bertctl.bertconfig import load_config, require_config
-
-        arch = require_config(load_config(cfg.bert_config))
-    else:
-        from bertctl.train import preflight
-
-        arch = preflight.model_config(cfg.model) if cfg.model else None
-    if arch is not None:
-        cfg = check_memory(cfg, arch, seq, world, device, reporter)
-    source = model_source(cfg, manifest, reporter)
-    if arch is None:  # a Hub model: its config arrived with the download
-        from bertctl.bertconfig import load_config, require_config
-
-        arch = require_config(load_config(source.folder / "config.json"))
-        cfg = check_memory(cfg, arch, seq, world, device, reporter)
-    if seq > arch.max_position_embeddings:
-        raise BertctlError(
-            f"{cfg.data} holds sequences of {seq} tokens but the model has "
-            f"{arch.max_position_embeddings} position embeddings",
-            f"prepare the data with --max-seq-length {arch.max_position_embeddings} or less",
-        )
+    cfg, arch, source = _model_and_memory(cfg, manifest, seq, world, device, reporter)
     autocast = pick_precision(cfg.precision, device)
     total_steps = cfg.steps or max(1, math.ceil(train_instances / cfg.batch_size))
     lr_peak = cfg.lr or default_lr(cfg.optimizer, source.folder is None)
@@ -823,30 +787,7 @@ def _pretrain(
     out = Path(cfg.out)
     _barrier(world)  # every process has checked the folder before rank 0 writes into it
     if world.main:
-        out.mkdir(parents=True, exist_ok=True)
-        settings_text = "# bertctl pretrain run settings; continue with: "
-        settings_text += f"bertctl pretrain run --out {out} --resume\n"
-        saved = cfg.to_dict()
-        for key in ("data", "model", "bert_config", "vocab"):
-            if saved[key] and paths.expand(saved[key]).exists():
-                saved[key] = str(paths.expand(saved[key]).resolve())
-        _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
-        # The vocabulary travels with the run: save_final copies it into final/.
-        _write_text(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")
-        info = {
-            "status": "running",
-            "kind": "pretrain",
-            "model": source.label,
-            "model_folder": str(source.folder) if source.folder else None,
-            "release": source.release.name if source.release else None,
-            "data": str(Path(cfg.data).resolve()),
-            "processes": world.size,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        if resume and (out / runs.RUN_JSON).is_file():
-            before = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
-            info.update(started=before.get("started"), resumed=info["started"])
-        store.write_json_atomic(out / runs.RUN_JSON, info)
+        _start_folder(out, cfg, source, world, resume)
     reporter.step(
         f"Pretraining {source.label} on {total_instances:,} instances of {seq} tokens "
         f"({cfg.data}): {total_steps:,} steps of {cfg.batch_size}"
@@ -861,238 +802,231 @@ def _pretrain(
     model.train()
     scorer = MaskedLMAndNSP(model, checkpointing=cfg.grad_checkpointing)
 
-    # ---- optimizer and schedule -----------------------------------------------------------------
+    # ---- optimizer, resume ---------------------------------------------------------------------
     optimizer = make_pretraining_optimizer(model, cfg.optimizer, lr_peak, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
-
-    def set_lr(step: int) -> float:
-        lr = lr_peak * linear_warmup_decay(step, total_steps, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        return lr
-
-    # ---- resume -----------------------------------------------------------------------------
-    step = 0
-    history: list[dict[str, Any]] = []
-    last_loss = float("nan")
-    if resume:
-        state = runs.load_latest(out, model, optimizer, device)
-        if state is not None:
-            step, history = state["step"], state["history"]
-            last_loss = state.get("loss", last_loss)
-            reporter.step(f"Resuming from step {step:,} of {total_steps:,}")
-    if world.distributed:  # after loading: every process starts from the same weights anyway
-        from torch.nn.parallel import DistributedDataParallel
-
-        trainer: torch.nn.Module = DistributedDataParallel(
-            scorer, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    else:
-        trainer = scorer
+    the_loop = loop.Loop(
+        out=out,
+        model=model,
+        optimizer=optimizer,
+        scaler=scaler,
+        schedule=loop.Schedule(
+            steps=total_steps,
+            warmup=warmup,
+            lr=lr_peak,
+            eval_every=cfg.eval_every or total_steps,
+            save_every=cfg.save_every,
+            keep_checkpoints=cfg.keep_checkpoints,
+            max_grad_norm=cfg.max_grad_norm,
+        ),
+        forward=lambda step: forward(step),
+        evaluate=lambda at: run_eval(at),
+        epoch=lambda step: step * cfg.batch_size / train_instances,
+        title="Pretraining",
+        resume_command=f"bertctl pretrain run --out {out} --resume",
+        out_of_memory=lambda step: out_of_memory_error(cfg, arch, seq, world, device, out, step),
+        main=world.main,
+    )
+    start = loop.resume(the_loop, device, reporter) if resume else loop.START
+    trainer = _wrap(scorer, world, device)  # after loading: every process starts alike anyway
 
     # ---- data order, evaluation set ---------------------------------------------------------
     stream = InstanceStream(train_instances, cfg.seed)
     vocabulary = _Vocabulary(source.tokenizer.vocab) if cfg.dynamic_masking else None
     held, eval_source = eval_indices(cfg, total_instances)
-    eval_every = cfg.eval_every or total_steps
     per_process = cfg.batch_size // world.size
     micro = per_process // cfg.grad_accum
     mine = slice(world.rank * per_process, (world.rank + 1) * per_process)
 
-    def run_eval(at: int) -> dict[str, Any]:
+    def run_eval(at: int) -> dict[str, Any] | None:
+        """Google's metrics on the held-out instances (none held out: nothing to score)."""
+        if not len(held):
+            return None
         found = evaluate(scorer, dataset, held, cfg.eval_batch_size, device, autocast, world)
-        return {
-            "step": at,
-            "epoch": round(at * cfg.batch_size / train_instances, 4),
-            "instances": len(held),
-            "data": eval_source,
-            "metrics": found,
-            "loss": found["masked_lm_loss"] + found["next_sentence_loss"],
-        }
+        epoch = round(at * cfg.batch_size / train_instances, 4)
+        return eval_record(at, epoch, len(held), eval_source, found)
 
-    # ---- the loop ---------------------------------------------------------------------------
-    log = runs.TrainLog(out, resume_step=step if resume else None) if world.main else None
-
-    def evaluate_at(at: int) -> None:
-        """Google's metrics on the held-out instances after step `at`, into history (every
-        process) and metrics.json and the log (the main one)."""
-        runs.check_weights(model, at, out)  # NaN weights would score, and be logged, as a model
-        record = run_eval(at)
-        history.append(record)
-        if log is not None:
-            log.eval(record)
-            runs.save_metrics(out, history)
-
-    if resume and runs.evaluation_missing(step, eval_every, total_steps, history) and len(held):
-        evaluate_at(step)  # stopped during this evaluation: make it now, as a straight run did
-    trained_tokens = 0.0
-    trained_examples = 0
-    train_seconds = 0.0
-    previous_sigint = signal.getsignal(signal.SIGINT)
-    previous_sigterm = _sigterm_as_interrupt()
-    # Out of memory inside the optimizer's update leaves weights half-changed: no checkpoint.
-    updating = out_of_memory = False
-    try:
-        with reporter.progress("Pretraining", total_steps, "steps") as bar:
-            bar.advance(step)
-            while step < total_steps:
-                started = time.monotonic()
-                lr = set_lr(step)
-                # Dropout masks from (seed, step, rank): a resumed run draws the same ones.
-                torch.manual_seed(step_seed(cfg.seed, step, world.rank))
-                epochs, indices = stream.batch(step, cfg.batch_size)
-                epochs, indices = epochs[mine], indices[mine]
-                features = dataset.batch(indices)
-                if vocabulary is not None:
-                    features = remask(features, epochs, indices, settings, vocabulary, cfg.seed)
-                # Normalise by the masked positions of the whole batch, over every process.
-                local = [float(features["masked_lm_weights"].sum())]
-                masked_total = float(distributed.all_sum(local, world, device)[0])
-                mlm_part = nsp_part = tokens = 0.0
-                for part in range(0, per_process, micro):
-                    rows = slice(part, part + micro)
-                    inputs = to_tensors({k: v[rows] for k, v in features.items()}, device)
-                    last = part + micro >= per_process
-                    sync = contextlib.nullcontext()
-                    if world.distributed and not last:
-                        sync = trainer.no_sync()  # type: ignore[operator]
-                    with sync:
-                        with torch.autocast(
-                            device.type, dtype=autocast, enabled=autocast is not None
-                        ):
-                            sums = trainer(**inputs)
-                        mlm = sums["mlm_loss"] / max(masked_total, 1.0)
-                        nsp = sums["nsp_loss"] / cfg.batch_size
-                        # DDP averages gradients over the processes: scale back up to the sum.
-                        scaler.scale((mlm + nsp) * world.size).backward()
-                    mlm_part += float(mlm.detach())
-                    nsp_part += float(nsp.detach())
-                    tokens += float(inputs["input_mask"].sum())
-                mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
-                    [mlm_part, nsp_part, tokens], world, device
-                ).tolist()
-                runs.check_loss(mlm_loss + nsp_loss, step + 1, out)  # the same on every process
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                # Signals held from the update to its log line: an interrupted run always stops
-                # between two whole, logged steps, so the step it names has a checkpoint and the
-                # log every step once. (No collective inside, so a held signal cannot wait on
-                # another process.)
-                with runs.signals_held():
-                    updating = True
-                    scaler.step(optimizer)
-                    scaler.update()
-                    optimizer.zero_grad(set_to_none=True)
-                    step += 1
-                    updating = False
-                    last_loss = mlm_loss + nsp_loss
-                    train_seconds += time.monotonic() - started
-                    trained_tokens += step_tokens
-                    trained_examples += cfg.batch_size
-                    rate = trained_tokens / max(train_seconds, 1e-9)
-                    if log is not None:
-                        log.write(
-                            step=step,
-                            epoch=step * cfg.batch_size / train_instances,
-                            loss=last_loss,
-                            masked_lm_loss=mlm_loss,
-                            next_sentence_loss=nsp_loss,
-                            lr=lr,
-                            tokens=step_tokens,
-                            tokens_per_second=rate,
-                            examples_per_second=trained_examples / max(train_seconds, 1e-9),
-                        )
-                bar.advance(
-                    1,
-                    postfix=f"loss {last_loss:.4f} (mlm {mlm_loss:.3f} nsp {nsp_loss:.3f})  "
-                    f"lr {lr:.2e}  {rate:,.0f} tokens/s",
-                )
-                if runs.evaluation_due(step, eval_every, total_steps) and len(held):
-                    evaluate_at(step)
-                if step % cfg.save_every == 0 or step == total_steps:
-                    runs.check_weights(model, step, out)  # on every process: all stop together
-                    if world.main:
-                        runs.save_checkpoint(
-                            out, model, optimizer, step, history, cfg.keep_checkpoints,
-                            loss=last_loss,
-                        )  # fmt: skip
-    except torch.cuda.OutOfMemoryError:
-        out_of_memory = True  # handled below, once the exception has let go of the step's tensors
-    except BertctlError:
-        if log is not None:
-            log.close()  # diverged, or the disk is full: the TensorBoard writer's thread ends too
-        raise
-    except KeyboardInterrupt:
-        # A second signal (torchrun sends SIGTERM after the terminal's SIGINT) must not cut the
-        # checkpoint short.
-        for stop in (signal.SIGINT, signal.SIGTERM):
-            _restore_signal(stop, signal.SIG_IGN)
-        if log is not None:
-            log.close()
-        if world.main:
-            runs.save_checkpoint(
-                out, model, optimizer, step, history, cfg.keep_checkpoints, loss=last_loss
-            )
-        latest = runs.latest_checkpoint(out)
-        saved_at = f"the checkpoint {latest.name} is in {out}" if latest else "no checkpoint yet"
-        raise BertctlError(
-            f"interrupted at step {step}; {saved_at}",
-            f"resume with: bertctl pretrain run --out {out} --resume",
-        ) from None
-    finally:
-        _restore_signal(signal.SIGTERM, previous_sigterm)
-        _restore_signal(signal.SIGINT, previous_sigint)
-    if out_of_memory:
-        # Keep the last whole step (the main process writes), and say what to resume with.
-        inputs = sums = None
-        optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        if log is not None:
-            log.close()
-        if world.main and not updating:
-            runs.save_checkpoint(
-                out, model, optimizer, step, history, cfg.keep_checkpoints, loss=last_loss
-            )
-        raise out_of_memory_error(cfg, arch, seq, world, device, out, step)
-
-    # ---- the final model --------------------------------------------------------------------
-    final = out / "final"
-    metrics = dict(history[-1]["metrics"]) if history else {}
-    if log is not None:
-        log.close()
-        vocab_holder = PreparedModel(out, source.label, source.tokenizer, source.release)
-        runs.save_final(final, model, vocab_holder, None, step=step)
-        google = {"global_step": step, "loss": history[-1]["loss"] if history else last_loss}
-        google.update(metrics)
-        from bertctl.glue import write_eval_results
-
-        write_eval_results(out / "eval_results.txt", google)
-        accuracies = [
-            {"step": h["step"], "metrics": {k: v for k, v in h["metrics"].items() if "acc" in k}}
-            for h in history
-        ]
-        runs.plot(out, accuracies)
-        info = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
-        info.update(
-            status="done",
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
-            steps=step,
-            train_seconds=round(train_seconds, 2),
-            tokens_per_second=round(trained_tokens / max(train_seconds, 1e-9), 1),
-            metrics=metrics,
+    # ---- one step: the forward and backward passes of one batch ------------------------------
+    def forward(step: int) -> loop.Step:
+        # Dropout masks from (seed, step, rank): a resumed run draws the same ones.
+        torch.manual_seed(step_seed(cfg.seed, step, world.rank))
+        epochs, indices = stream.batch(step, cfg.batch_size)
+        epochs, indices = epochs[mine], indices[mine]
+        features = dataset.batch(indices)
+        if vocabulary is not None:
+            features = remask(features, epochs, indices, settings, vocabulary, cfg.seed)
+        # Normalise by the masked positions of the whole batch, over every process.
+        local = [float(features["masked_lm_weights"].sum())]
+        masked_total = float(distributed.all_sum(local, world, device)[0])
+        mlm_part = nsp_part = tokens = 0.0
+        for part in range(0, per_process, micro):
+            rows = slice(part, part + micro)
+            inputs = to_tensors({k: v[rows] for k, v in features.items()}, device)
+            last = part + micro >= per_process
+            sync = contextlib.nullcontext()
+            if world.distributed and not last:
+                sync = trainer.no_sync()  # type: ignore[operator]
+            with sync:
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    sums = trainer(**inputs)
+                mlm = sums["mlm_loss"] / max(masked_total, 1.0)
+                nsp = sums["nsp_loss"] / cfg.batch_size
+                # DDP averages gradients over the processes: scale back up to the sum.
+                scaler.scale((mlm + nsp) * world.size).backward()
+            mlm_part += float(mlm.detach())
+            nsp_part += float(nsp.detach())
+            tokens += float(inputs["input_mask"].sum())
+        mlm_loss, nsp_loss, step_tokens = distributed.all_sum(
+            [mlm_part, nsp_part, tokens], world, device
+        ).tolist()
+        loss = mlm_loss + nsp_loss
+        return loop.Step(
+            loss,
+            cfg.batch_size,
+            log={"masked_lm_loss": mlm_loss, "next_sentence_loss": nsp_loss, "tokens": step_tokens},
+            postfix=f"loss {loss:.4f} (mlm {mlm_loss:.3f} nsp {nsp_loss:.3f})  lr {{lr:.2e}}  "
+            "{tokens_per_second:,.0f} tokens/s",
         )
-        store.write_json_atomic(out / runs.RUN_JSON, info)
+
+    # ---- the loop, then the final model ---------------------------------------------------------
+    trained = loop.train(the_loop, reporter, start, resumed=resume)
+    if world.main:
+        vocab_holder = PreparedModel(out, source.label, source.tokenizer, source.release)
+        _publish(out, model, vocab_holder, trained)
     _barrier(world)  # no process leaves (and tears down the group) before rank 0 has written
     return PretrainSummary(
         out=out,
-        final=final,
-        steps=step,
-        train_seconds=train_seconds,
-        tokens_per_second=trained_tokens / max(train_seconds, 1e-9),
-        metrics=metrics,
+        final=out / "final",
+        steps=trained.step,
+        train_seconds=trained.train_seconds,
+        tokens_per_second=trained.tokens / max(trained.train_seconds, 1e-9),
+        metrics=dict(trained.history[-1]["metrics"]) if trained.history else {},
         world_size=world.size,
         main=world.main,
     )
+
+
+def _wrap(scorer: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
+    """The module a step runs: DDP around the scorer under torchrun, else the scorer itself."""
+    if not world.distributed:
+        return scorer
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        scorer, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def eval_record(step: int, epoch: float, instances: int, data: str, found: dict) -> dict:
+    """One evaluation, as metrics.json holds it: the total loss is Google's MLM + NSP."""
+    return {
+        "step": step,
+        "epoch": epoch,
+        "instances": instances,
+        "data": data,
+        "metrics": found,
+        "loss": found["masked_lm_loss"] + found["next_sentence_loss"],
+    }
+
+
+def _open_data(cfg: PretrainConfig, world: World) -> PretrainingDataset:
+    """The prepared shards, once the settings that split them are known to fit."""
+    if cfg.data is None:
+        raise UsageError("no data given", "pass the folder made by `bertctl pretrain prepare`")
+    dataset = open_shards(cfg.data)
+    total_instances = len(dataset)
+    if total_instances - cfg.holdout < 1:
+        raise UsageError(
+            f"--holdout {cfg.holdout} leaves no training instance ({total_instances:,} in all)",
+            f"pass a --holdout below {total_instances}",
+        )
+    if cfg.batch_size % (world.size * cfg.grad_accum):
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} does not split into {world.size} process(es) x "
+            f"{cfg.grad_accum} micro-batch(es)",
+            f"pass a multiple of {world.size * cfg.grad_accum}",
+        )
+    return dataset
+
+
+def _model_and_memory(cfg: PretrainConfig, manifest, seq: int, world: World, device, reporter):
+    """Where the model comes from and its architecture, with the memory check made as early as
+    the architecture is known: from --config, a local folder or a run before any download."""
+    from bertctl.bertconfig import load_config, require_config
+
+    if cfg.bert_config is not None:
+        arch = require_config(load_config(cfg.bert_config))
+    else:
+        from bertctl.train import preflight
+
+        arch = preflight.model_config(cfg.model) if cfg.model else None
+    if arch is not None:
+        cfg = check_memory(cfg, arch, seq, world, device, reporter)
+    source = model_source(cfg, manifest, reporter)
+    if arch is None:  # a Hub model: its config arrived with the download
+        arch = require_config(load_config(source.folder / "config.json"))
+        cfg = check_memory(cfg, arch, seq, world, device, reporter)
+    if seq > arch.max_position_embeddings:
+        raise BertctlError(
+            f"{cfg.data} holds sequences of {seq} tokens but the model has "
+            f"{arch.max_position_embeddings} position embeddings",
+            f"prepare the data with --max-seq-length {arch.max_position_embeddings} or less",
+        )
+    return cfg, arch, source
+
+
+def _start_folder(out: Path, cfg: PretrainConfig, source, world: World, resume: bool) -> None:
+    """The run's settings, its vocabulary (save_final copies it into final/) and run.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    settings_text = "# bertctl pretrain run settings; continue with: "
+    settings_text += f"bertctl pretrain run --out {out} --resume\n"
+    saved = cfg.to_dict()
+    for key in ("data", "model", "bert_config", "vocab"):
+        if saved[key] and paths.expand(saved[key]).exists():
+            saved[key] = str(paths.expand(saved[key]).resolve())
+    _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
+    _write_text(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")
+    info = {
+        "status": "running",
+        "kind": "pretrain",
+        "model": source.label,
+        "model_folder": str(source.folder) if source.folder else None,
+        "release": source.release.name if source.release else None,
+        "data": str(Path(cfg.data).resolve()),
+        "processes": world.size,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if resume and (out / runs.RUN_JSON).is_file():
+        before = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
+        info.update(started=before.get("started"), resumed=info["started"])
+    store.write_json_atomic(out / runs.RUN_JSON, info)
+
+
+def _publish(out: Path, model, vocab_holder, trained: loop.Trained) -> None:
+    """`final/`, Google's eval_results.txt, the accuracy curves and the finished run record."""
+    from bertctl.glue import write_eval_results
+
+    step, history = trained.step, trained.history
+    metrics = dict(history[-1]["metrics"]) if history else {}
+    runs.save_final(out / "final", model, vocab_holder, None, step=step)
+    google = {"global_step": step, "loss": history[-1]["loss"] if history else trained.last_loss}
+    google.update(metrics)
+    write_eval_results(out / "eval_results.txt", google)
+    accuracies = [
+        {"step": h["step"], "metrics": {k: v for k, v in h["metrics"].items() if "acc" in k}}
+        for h in history
+    ]
+    runs.plot(out, accuracies)
+    info = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
+    info.update(
+        status="done",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        steps=step,
+        train_seconds=round(trained.train_seconds, 2),
+        tokens_per_second=round(trained.tokens / max(trained.train_seconds, 1e-9), 1),
+        metrics=metrics,
+    )
+    store.write_json_atomic(out / runs.RUN_JSON, info)
 
 
 def _inputs(cfg: PretrainConfig) -> tuple:
@@ -1105,24 +1039,6 @@ def _barrier(world: World) -> None:
         import torch.distributed as dist
 
         dist.barrier()
-
-
-def _sigterm_as_interrupt():
-    """SIGTERM (a scheduler's pre-emption, torchrun stopping its workers) stops the run as
-    Ctrl-C does: with a checkpoint. Returns the handler to restore."""
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave SIGTERM alone
-        return signal.getsignal(signal.SIGTERM)
-
-
-def _restore_signal(number, handler) -> None:
-    with contextlib.suppress(ValueError, TypeError):  # not the main thread; no Python handler
-        signal.signal(number, handler)
 
 
 def _write_text(path: Path, text: str) -> None:
