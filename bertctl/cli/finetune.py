@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from bertctl import ui
+from bertctl.cli import options
 
 TASK_HELP = "cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, xnli, or custom."
 
@@ -128,6 +129,11 @@ def finetune(
     regression: Annotated[
         bool | None, typer.Option("--regression", help="custom: the label is a number to predict.")
     ] = None,
+    nproc_per_node: options.NprocPerNode = None,
+    nnodes: options.Nnodes = 1,
+    node_rank: options.NodeRank = 0,
+    master_addr: options.MasterAddr = None,
+    master_port: options.MasterPort = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Fine-tune and evaluate on a GLUE-format task with Google's recipe.
@@ -148,6 +154,11 @@ def finetune(
       [cyan]bertctl finetune custom --data my_task --text-a review --label-column stars[/]
       [cyan]bertctl finetune --config runs/mrpc/config.yaml --out runs/mrpc-again[/]
       [cyan]bertctl finetune --out runs/mrpc --resume[/]
+      [cyan]bertctl finetune mnli --model large-uncased --nproc-per-node 8 --out runs/mnli[/]
+
+    --nproc-per-node N trains in N processes through torchrun (DDP), each on its share of every
+    batch; the command also joins a torchrun (or a scheduler) that started it. Only rank 0
+    writes the run folder.
     """
     from bertctl.errors import UsageError
     from bertctl.train.config import resolve
@@ -193,11 +204,52 @@ def finetune(
             "no task given",
             "name one (e.g. bertctl finetune mrpc), or pass a --config that sets task",
         )
+    if nproc_per_node is not None:
+        if seeds:
+            parse_seeds(seeds)  # refused here, before any process starts
+        _launch(cfg, as_json, (nproc_per_node, nnodes, node_rank, master_addr, master_port))
+        return
     if seeds:
         run_seeds(cfg, explicit, seeds, as_json, resume)
         return
     summary = run_one(cfg, explicit, resume)
-    report([summary], as_json)
+    if summary.main:
+        report([summary], as_json)
+
+
+def _launch(cfg, as_json: bool, scale: tuple) -> None:
+    """Run this same command line in torchrun's processes and wait; their exit code is ours.
+
+    The processes get the command line as typed, less the scale-out flags (so each resolves the
+    same settings), and the --out they must all share.
+    """
+    import sys
+
+    from bertctl.errors import UsageError
+    from bertctl.train import distributed
+    from bertctl.train.runs import default_out
+
+    if distributed.launched():
+        raise UsageError(
+            "--nproc-per-node given to a process that torchrun (or a scheduler) started",
+            "leave out the scale-out flags when launching with torchrun yourself",
+        )
+    processes = scale[0] * scale[1]  # per machine x machines
+    if cfg.batch_size % (processes * cfg.grad_accum):  # refused here, not in every process
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} does not split into {processes} process(es) x "
+            f"{cfg.grad_accum} micro-batch(es)",
+            f"pass a multiple of {processes * cfg.grad_accum}",
+        )
+    args = distributed.without_launch_flags(sys.argv[1:])
+    if cfg.out is None:  # every process must write to (rank 0) and read from the same folder
+        args += ["--out", str(default_out(cfg.task, Path(cfg.model or "model").name))]
+    argv = distributed.torchrun_argv(args, *scale)
+    if not as_json:
+        ui.info(f"Launching {scale[0]} process(es) per machine through torchrun")
+    code = distributed.run_torchrun(argv)
+    if code:
+        raise typer.Exit(code if code > 0 else 1)
 
 
 def _run_settings(out: str | None, task: str | None) -> Path | None:
@@ -236,13 +288,15 @@ def run_seeds(cfg, explicit: set[str], seeds: str, as_json: bool, resume: bool) 
     """One run per seed in <out>/seed-N, then a mean ± std table."""
     from dataclasses import replace
 
+    from bertctl.train import distributed
     from bertctl.train.runs import default_out
 
     values = parse_seeds(seeds)
     base = Path(cfg.out) if cfg.out else default_out(cfg.task, Path(cfg.model or "model").name)
     summaries = []
     for value in values:
-        ui.info(f"Seed {value}")
+        if distributed.world_from_env().main:
+            ui.info(f"Seed {value}")
         summaries.append(
             run_one(
                 replace(cfg, seed=value, out=str(base / f"seed-{value}")),
@@ -250,7 +304,8 @@ def run_seeds(cfg, explicit: set[str], seeds: str, as_json: bool, resume: bool) 
                 resume,
             )
         )
-    report(summaries, as_json, seeds=values, base=base)
+    if summaries[0].main:
+        report(summaries, as_json, seeds=values, base=base)
 
 
 def parse_seeds(seeds: str) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from bertctl import ui
+from bertctl.cli import options
 
 app = typer.Typer(
     name="pretrain",
@@ -371,38 +372,11 @@ def run(
             "--resume", help="Continue the run in --out with its settings (flags win over them)."
         ),
     ] = False,
-    nproc_per_node: Annotated[
-        int | None,
-        typer.Option(
-            "--nproc-per-node",
-            metavar="N",
-            help="Train in N processes on this machine (one per GPU; gloo on the CPU), "
-            "launched through torchrun.",
-            rich_help_panel="Scale out",
-        ),
-    ] = None,
-    nnodes: Annotated[
-        int,
-        typer.Option("--nnodes", help="Machines taking part.", rich_help_panel="Scale out"),
-    ] = 1,
-    node_rank: Annotated[
-        int,
-        typer.Option(
-            "--node-rank", help="This machine's index, 0..nnodes-1.", rich_help_panel="Scale out"
-        ),
-    ] = 0,
-    master_addr: Annotated[
-        str | None,
-        typer.Option(
-            "--master-addr",
-            help="Address of the machine with --node-rank 0 (several machines).",
-            rich_help_panel="Scale out",
-        ),
-    ] = None,
-    master_port: Annotated[
-        int | None,
-        typer.Option("--master-port", help="Its port; 29500.", rich_help_panel="Scale out"),
-    ] = None,
+    nproc_per_node: options.NprocPerNode = None,
+    nnodes: options.Nnodes = 1,
+    node_rank: options.NodeRank = 0,
+    master_addr: options.MasterAddr = None,
+    master_port: options.MasterPort = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Pretrain with Google's recipe: masked LM + next sentence prediction on prepared shards.
@@ -514,8 +488,6 @@ def _launch(
     master_port: int | None,
 ) -> None:
     """Run this same command in torchrun's processes and wait for them; their exit code is ours."""
-    import signal
-    import subprocess
     from dataclasses import replace
     from pathlib import Path
 
@@ -532,14 +504,7 @@ def _launch(
     )
     if not as_json:
         ui.info(f"Launching {nproc_per_node} process(es) per machine through torchrun")
-    proc = subprocess.Popen(argv)
-    # Ctrl-C reaches torchrun and its workers too (one process group): they checkpoint and
-    # stop; this process only waits for them.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        code = proc.wait()
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    code = distributed.run_torchrun(argv)
     if code:
         raise typer.Exit(code if code > 0 else 1)
 

@@ -109,3 +109,18 @@ def iterate(
 ) -> Iterator[dict[str, torch.Tensor]]:
     for batch in batches[start:]:
         yield collate(features, batch, regression)
+
+
+def share(batch: list[int], rank: int, size: int) -> tuple[list[int], float]:
+    """Process `rank`'s part of `batch` among `size`, and the weight of its loss.
+
+    Contiguous parts, as even as they can be. A process left with nothing (a last batch smaller
+    than the processes) still runs one example at weight 0: under DDP every process must take
+    part in each gradient sum.
+
+    >>> share([5, 6, 7], 0, 2), share([5, 6, 7], 1, 2), share([5], 1, 2)
+    (([5, 6], 1.0), ([7], 1.0), ([5], 0.0))
+    """
+    per = -(-len(batch) // size)
+    part = batch[rank * per : (rank + 1) * per]
+    return (part, 1.0) if part else (batch[:1], 0.0)

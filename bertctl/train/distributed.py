@@ -168,3 +168,85 @@ def all_sum(values: Sequence[float], world: World, device):
 
         dist.all_reduce(tensor)
     return tensor.cpu()
+
+
+def run_torchrun(argv: Sequence[str]) -> int:
+    """Run `argv` (from torchrun_argv) and wait for it; its exit code.
+
+    Ctrl-C reaches torchrun and its workers too (one process group): they checkpoint and stop,
+    and this process only waits for them.
+    """
+    import signal
+    import subprocess
+
+    proc = subprocess.Popen(list(argv))
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return proc.wait()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# The flags that launch; the processes torchrun starts get the command line without them.
+LAUNCH_FLAGS = ("--nproc-per-node", "--nnodes", "--node-rank", "--master-addr", "--master-port")
+
+
+def without_launch_flags(args: Sequence[str]) -> list[str]:
+    """`args` with the scale-out flags and their values taken out (`--flag V` and `--flag=V`).
+
+    >>> without_launch_flags(["finetune", "mrpc", "--nproc-per-node", "2", "--nnodes=1"])
+    ['finetune', 'mrpc']
+    """
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in LAUNCH_FLAGS:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in LAUNCH_FLAGS)):
+            kept.append(arg)
+    return kept
+
+
+def run_device(spec: str | None, world: World):
+    """--gpu N / --cpu / default; under torchrun each process takes the GPU of its local rank."""
+    import torch
+
+    from bertctl.train.finetune import pick_device
+
+    if world.distributed and spec != "cpu" and torch.cuda.is_available():
+        if world.local_rank >= torch.cuda.device_count():
+            raise BertctlError(
+                f"LOCAL_RANK {world.local_rank} but only {torch.cuda.device_count()} GPU(s)",
+                "start at most one process per GPU (--nproc-per-node)",
+            )
+        return torch.device(f"cuda:{world.local_rank}")
+    return pick_device(spec)
+
+
+def barrier(world: World) -> None:
+    """Wait for every process (nothing for one)."""
+    if world.distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def wrap(module, world: World, device):
+    """The module a step runs: DDP around `module` under torchrun, else `module` itself."""
+    if not world.distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The seed of one process's dropout generator for one step: a resumed run draws the masks
+    a straight run drew (each process its own)."""
+    from bertctl.pretraining_data import derive_seed
+
+    return derive_seed(seed, step, f"dropout-{rank}") & ((1 << 63) - 1)

@@ -8,6 +8,7 @@ files (`publish`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, replace
@@ -17,9 +18,9 @@ from typing import Any
 import torch
 
 from bertctl import glue, metrics
-from bertctl.errors import BertctlError
+from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
-from bertctl.train import loop, preflight, runs
+from bertctl.train import distributed, loop, preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
 from bertctl.train.modeling import PreparedModel, load_for_task, prepare
 from bertctl.train.optim import make_optimizer, steps_for, warmup_for
@@ -34,6 +35,7 @@ class RunSummary:
     steps: int
     train_seconds: float
     examples_per_second: float
+    main: bool = True  # False in the processes torchrun started besides rank 0: they print nothing
 
 
 def pick_device(spec: str | None) -> torch.device:
@@ -187,17 +189,34 @@ def check_seq_length(max_seq_length: int, explicit: bool, positions: int, report
 
 
 def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = False) -> RunSummary:
-    """Run one fine-tuning job and return where it landed and how it scored.
+    """Run one fine-tuning job (in this process's part of a torchrun group, if any) and return
+    where it landed and how it scored.
 
     The run folder is locked for the whole run: a second `--resume` of it is refused at once.
     """
-    with runs.locked(cfg.out):
-        return _finetune(cfg, explicit, reporter, resume)
+    world = distributed.world_from_env()
+    if world.distributed and cfg.out is None:
+        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
+    device = distributed.run_device(cfg.device, world)
+    if world.distributed and device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.start(world, device)
+    try:
+        if not world.main:  # only rank 0 prints
+            from bertctl.install import noop_reporter
+
+            reporter = noop_reporter()
+        with runs.locked(cfg.out, world.main):
+            return _finetune(cfg, explicit, reporter, resume, world, device)
+    finally:
+        distributed.stop(world)
 
 
-def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> RunSummary:
+def _finetune(
+    cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool, world, device
+) -> RunSummary:
     # ---- settings, data and model (checked before anything is written) ----------------------
-    run = setup(cfg, explicit, reporter, resume)
+    run = setup(cfg, explicit, reporter, resume, world, device)
     cfg, device, autocast, task, prepared, model, out = (
         run.cfg,
         run.device,
@@ -236,7 +255,9 @@ def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -
     scaler = torch.amp.GradScaler(device.type, enabled=autocast is torch.float16)
 
     # ---- one step: the forward and backward passes of one batch ------------------------------
-    micro = cfg.batch_size // cfg.grad_accum
+    # Under torchrun each process takes its share of every batch; DDP averages the gradients
+    # over the processes, so each share's loss is scaled back up to the whole batch's sum.
+    micro = cfg.batch_size // (cfg.grad_accum * world.size)
     epoch_batches: dict[int, list[list[int]]] = {}
 
     def forward(step: int) -> loop.Step:
@@ -247,17 +268,25 @@ def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -
                 lengths, cfg.batch_size, cfg.seed, epoch
             )
         batch = epoch_batches[epoch][index]
+        if world.distributed:  # dropout masks from (seed, step, rank): a resume draws the same
+            torch.manual_seed(distributed.step_seed(cfg.seed, step, world.rank))
+        share, weight = D.share(batch, world.rank, world.size)
         loss_value = 0.0
-        for part in range(0, len(batch), micro):
-            chunk = batch[part : part + micro]
+        for part in range(0, len(share), micro):
+            chunk = share[part : part + micro]
             inputs = {
                 k: v.to(device, non_blocking=True)
                 for k, v in D.collate(train, chunk, task.is_regression).items()
             }
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**inputs).loss * (len(chunk) / len(batch))
-            scaler.scale(loss).backward()
+            last = part + micro >= len(share)
+            no_sync = world.distributed and not last  # gradients are summed once, at the end
+            with trainer.no_sync() if no_sync else contextlib.nullcontext():
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    loss = trainer(**inputs).loss * (weight * len(chunk) / len(batch))
+                scaler.scale(loss * world.size if world.distributed else loss).backward()
             loss_value += float(loss.detach())
+        if world.distributed:
+            loss_value = float(distributed.all_sum([loss_value], world, device)[0])
         after = (step + 1) / batches_per_epoch
         postfix = f"epoch {after:.2f}  loss {loss_value:.4f}  lr {{lr:.2e}}  "
         return loop.Step(loss_value, len(batch), postfix=postfix + "{examples_per_second:.1f} ex/s")
@@ -278,17 +307,26 @@ def _finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -
             max_grad_norm=cfg.max_grad_norm,
         ),
         forward=forward,
-        evaluate=lambda at: run_eval(
-            model, feats, run.splits, task, cfg, device, autocast, at, batches_per_epoch
+        # Rank 0 scores the dev set alone (the others wait for it at the next gradient sum).
+        evaluate=lambda at: (
+            run_eval(model, feats, run.splits, task, cfg, device, autocast, at, batches_per_epoch)
+            if world.main
+            else None
         ),
         epoch=lambda step: step / batches_per_epoch,
         title="Fine-tuning",
         resume_command=f"bertctl finetune --out {out} --resume",
         out_of_memory=lambda step: preflight.out_of_memory(cfg, device, prepared.folder, out, step),
+        main=world.main,
     )
     start = loop.resume(the_loop, device, reporter) if resume else loop.START
+    trainer = distributed.wrap(model, world, device)  # after loading: all start alike anyway
     trained = loop.train(the_loop, reporter, start, resumed=resume)
-    return publish(run, trained)
+    summary = publish(run, trained) if world.main else None
+    distributed.barrier(world)  # no process leaves before rank 0 has written
+    return summary or RunSummary(
+        out, out / "final", {}, task.main_metric, trained.step, 0, 0, False
+    )
 
 
 @dataclass(frozen=True)
@@ -305,17 +343,22 @@ class _Run:
     out: Path
 
 
-def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> _Run:
+def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool, world, device) -> _Run:
     """Settle the settings, read the data, load the model and make the run folder, in the order
     that refuses a bad run before anything slow or anything written."""
     import transformers
 
     transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
     transformers.logging.disable_progress_bar()
-    device = pick_device(cfg.device)
+    if cfg.batch_size % (world.size * cfg.grad_accum):
+        raise UsageError(
+            f"--batch-size {cfg.batch_size} does not split into {world.size} process(es) x "
+            f"{cfg.grad_accum} micro-batch(es)",
+            f"pass a multiple of {world.size * cfg.grad_accum}",
+        )
     # Memory: on a GPU (or for --gpu-memory SIZE) the estimate must fit before anything is read,
     # downloaded or loaded; --auto-fit may change batch, precision, checkpointing or length.
-    cfg, memory_checked = preflight.check(cfg, device, reporter)
+    cfg, memory_checked = _check_memory(cfg, device, reporter, world)
     pick_precision(cfg.precision, device)  # refuses bf16/fp16 on the CPU before any work
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -323,16 +366,33 @@ def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool) -> _R
     inputs = (data_dir, cfg.model)  # a run never lands in (or over) its model or data folder
     if cfg.out:  # checked before the model is fetched or converted, which can take minutes
         runs.check_out(Path(cfg.out), resume, inputs)
+    # One process per machine fetches or converts the model; the others then find it done.
+    if world.local_rank:
+        distributed.barrier(world)
     prepared: PreparedModel = prepare(cfg.model, cfg.lowercase, reporter)
+    if not world.local_rank:
+        distributed.barrier(world)  # ... and every process has checked --out before it is made
     if not memory_checked:  # a Hub model's config arrived with its download
-        cfg, _ = preflight.check(cfg, device, reporter, prepared.folder)
+        cfg, _ = _check_memory(cfg, device, reporter, world, prepared.folder)
     cfg = _fit_to_model(cfg, explicit, prepared, reporter)
     torch.manual_seed(cfg.seed)  # the new classifier's initial weights come from the seed
     model = load_for_task(prepared, task)  # before the run folder: a refused model writes none
-    out = runs.prepare_folder(cfg, task, prepared, resume, inputs)
-    runs.save_settings(out, cfg, task, prepared, data_dir)
+    if world.main:
+        out = runs.prepare_folder(cfg, task, prepared, resume, inputs)
+        runs.save_settings(out, cfg, task, prepared, data_dir)
+    else:
+        out = Path(cfg.out)
     autocast = pick_precision(cfg.precision, device)
     return _Run(cfg, device, autocast, task, splits, prepared, model, out)
+
+
+def _check_memory(cfg: FinetuneConfig, device, reporter, world, folder=None):
+    """The memory check for one process's share of the batch (`preflight.check`)."""
+    if not world.distributed:
+        return preflight.check(cfg, device, reporter, folder)
+    share = replace(cfg, batch_size=cfg.batch_size // world.size)
+    share, checked = preflight.check(share, device, reporter, folder)
+    return replace(share, batch_size=share.batch_size * world.size), checked
 
 
 def _fit_to_model(cfg: FinetuneConfig, explicit: set[str], prepared, reporter) -> FinetuneConfig:

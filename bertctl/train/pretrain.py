@@ -708,29 +708,10 @@ class PretrainSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_device(spec: str | None, world: World) -> torch.device:
-    """--gpu N / --cpu / default; under torchrun each process takes the GPU of its local rank."""
-    from bertctl.train.finetune import pick_device
-
-    if world.distributed and spec != "cpu" and torch.cuda.is_available():
-        if world.local_rank >= torch.cuda.device_count():
-            raise BertctlError(
-                f"LOCAL_RANK {world.local_rank} but only {torch.cuda.device_count()} GPU(s)",
-                "start at most one process per GPU (--nproc-per-node)",
-            )
-        return torch.device(f"cuda:{world.local_rank}")
-    return pick_device(spec)
-
-
-def step_seed(seed: int, step: int, rank: int) -> int:
-    """The seed of the dropout generator for one step of one process."""
-    return derive_seed(seed, step, f"dropout-{rank}") & ((1 << 63) - 1)
-
-
 def pretrain(cfg: PretrainConfig, reporter, resume: bool = False) -> PretrainSummary:
     """Run one pretraining job (in this process's part of a torchrun group, if any)."""
     world = distributed.world_from_env()
-    device = run_device(cfg.device, world)
+    device = distributed.run_device(cfg.device, world)
     if world.distributed and device.type == "cuda":
         torch.cuda.set_device(device)
     distributed.start(world, device)
@@ -785,7 +766,7 @@ def _pretrain(
         cfg = replace(cfg, out=str(default_out(source.label)))
         runs.check_out(Path(cfg.out), resume, _inputs(cfg))
     out = Path(cfg.out)
-    _barrier(world)  # every process has checked the folder before rank 0 writes into it
+    distributed.barrier(world)  # every process has checked the folder before rank 0 writes into it
     if world.main:
         _start_folder(out, cfg, source, world, resume)
     reporter.step(
@@ -828,7 +809,9 @@ def _pretrain(
         main=world.main,
     )
     start = loop.resume(the_loop, device, reporter) if resume else loop.START
-    trainer = _wrap(scorer, world, device)  # after loading: every process starts alike anyway
+    trainer = distributed.wrap(
+        scorer, world, device
+    )  # after loading: every process starts alike anyway
 
     # ---- data order, evaluation set ---------------------------------------------------------
     stream = InstanceStream(train_instances, cfg.seed)
@@ -849,7 +832,7 @@ def _pretrain(
     # ---- one step: the forward and backward passes of one batch ------------------------------
     def forward(step: int) -> loop.Step:
         # Dropout masks from (seed, step, rank): a resumed run draws the same ones.
-        torch.manual_seed(step_seed(cfg.seed, step, world.rank))
+        torch.manual_seed(distributed.step_seed(cfg.seed, step, world.rank))
         epochs, indices = stream.batch(step, cfg.batch_size)
         epochs, indices = epochs[mine], indices[mine]
         features = dataset.batch(indices)
@@ -893,7 +876,9 @@ def _pretrain(
     if world.main:
         vocab_holder = PreparedModel(out, source.label, source.tokenizer, source.release)
         _publish(out, model, vocab_holder, trained)
-    _barrier(world)  # no process leaves (and tears down the group) before rank 0 has written
+    distributed.barrier(
+        world
+    )  # no process leaves (and tears down the group) before rank 0 has written
     return PretrainSummary(
         out=out,
         final=out / "final",
@@ -903,17 +888,6 @@ def _pretrain(
         metrics=dict(trained.history[-1]["metrics"]) if trained.history else {},
         world_size=world.size,
         main=world.main,
-    )
-
-
-def _wrap(scorer: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
-    """The module a step runs: DDP around the scorer under torchrun, else the scorer itself."""
-    if not world.distributed:
-        return scorer
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(
-        scorer, device_ids=[device.index] if device.type == "cuda" else None
     )
 
 
@@ -1032,13 +1006,6 @@ def _publish(out: Path, model, vocab_holder, trained: loop.Trained) -> None:
 def _inputs(cfg: PretrainConfig) -> tuple:
     """What the run reads: its folder may not be, or hold, any of them."""
     return (cfg.data, cfg.model, cfg.bert_config, cfg.vocab)
-
-
-def _barrier(world: World) -> None:
-    if world.distributed:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _write_text(path: Path, text: str) -> None:
