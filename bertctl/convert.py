@@ -31,8 +31,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
-import shutil
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -528,31 +526,13 @@ def tokenizer_files(
 
 
 def _write_json(path: Path, value: Any) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, sort_keys=True, ensure_ascii=False)
-        handle.write("\n")
-        _fsync(handle)
+    """The folder's JSON files, keys sorted (so two conversions give the same bytes)."""
+    outputs.write_json_atomic(path, value, sort_keys=True)
 
 
 # --------------------------------------------------------------------------------------------
 # The output folder
 # --------------------------------------------------------------------------------------------
-
-
-def _make_temp_dir(out_dir: Path) -> Path:
-    """A fresh folder beside ``out_dir`` (same filesystem, so the final rename is atomic).
-
-    Created with mkdir rather than tempfile.mkdtemp so it gets the umask's permissions, not 0700.
-    """
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        temp = out_dir.with_name(f".{out_dir.name}.{secrets.token_hex(4)}.partial")
-        try:
-            temp.mkdir()
-        except FileExistsError:
-            continue
-        return temp
-    raise ConvertError(f"cannot create a temporary folder beside {out_dir}")
 
 
 def convert(
@@ -653,36 +633,30 @@ def _write_folder(
     on_progress: Callable[[int, int, str], None] | None,
 ) -> ConvertResult:
     """Build the folder beside `out_dir` and rename it into place once it is complete."""
-    temp = _make_temp_dir(out_dir)
     try:
-        size = _write_safetensors(temp / SAFETENSORS_NAME, ckpt, plan.items, on_progress)
-        pad_id = vocab.ids.get(SPECIAL_TOKENS["pad_token"], 0)
-        _write_json(
-            temp / "config.json",
-            hf_config(config, heads=plan.heads, labels=labels, pad_token_id=pad_id),
-        )
-        with temp.joinpath("vocab.txt").open("wb") as handle:
-            handle.write(vocab_path.read_bytes())  # byte for byte: never re-encoded
-            _fsync(handle)
-        files = tokenizer_files(
-            set(vocab.tokens), lowercase=lowercase, max_length=config.max_position_embeddings
-        )
-        for name, value in files.items():
-            _write_json(temp / name, value)
-        # The marker that lets a later --overwrite replace this folder (and nothing else).
-        _write_json(temp / outputs.MODEL.marker, {"written_by": "bertctl convert"})
-        outputs.replace_folder(temp, out_dir)
+        with outputs.building(out_dir) as temp:
+            size = _write_safetensors(temp / SAFETENSORS_NAME, ckpt, plan.items, on_progress)
+            pad_id = vocab.ids.get(SPECIAL_TOKENS["pad_token"], 0)
+            _write_json(
+                temp / "config.json",
+                hf_config(config, heads=plan.heads, labels=labels, pad_token_id=pad_id),
+            )
+            # byte for byte: never re-encoded
+            outputs.write_atomic(temp / "vocab.txt", vocab_path.read_bytes())
+            files = tokenizer_files(
+                set(vocab.tokens), lowercase=lowercase, max_length=config.max_position_embeddings
+            )
+            for name, value in files.items():
+                _write_json(temp / name, value)
+            # The marker that lets a later --overwrite replace this folder (and nothing else).
+            _write_json(temp / outputs.MODEL.marker, {"written_by": "bertctl convert"})
     except OSError as exc:  # most often a full disk; the folder being built is dropped
-        shutil.rmtree(temp, ignore_errors=True)
         need = sum(item.entry.size for item in plan.items)
         raise ConvertError(
             f"cannot write the converted model beside {out_dir}: {exc.strerror or exc}",
             f"free some disk space (it needs about {need / 1e6:,.1f} MB) and run again; "
             f"{out_dir} was left as it was",
         ) from exc
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
     return ConvertResult(
         out_dir=out_dir,
         tensors=len(plan.items),

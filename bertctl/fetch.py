@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import http.client
 import ipaddress
 import json
@@ -38,16 +37,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bertctl import outputs
 from bertctl.errors import BertctlError
-
-try:  # POSIX; elsewhere downloads run unlocked (see _exclusive_lock)
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 ProgressCallback = Callable[[int, "int | None"], None]  # (bytes on disk, total or None)
 
@@ -385,83 +380,30 @@ def read_state(meta: Path) -> PartState | None:
 
 
 def _write_state(meta: Path, state: PartState) -> None:
-    """Replace the sidecar atomically and durably: readers see the old one or the new one."""
-    tmp = meta.with_name(meta.name + ".tmp")
+    """Replace the sidecar atomically and durably: readers see the old one or the new one.
+
+    Its temp file has a fixed name (the download's lock keeps one writer), so a kill mid-write
+    leaves a file the next write replaces, never a stray one beside the download."""
     payload = {
         "url": state.url,
         "size": state.size,
         "etag": state.etag,
         "last_modified": state.last_modified,
     }
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, meta)
-    _fsync_dir(meta.parent)
+    outputs.write_json_atomic(meta, payload, temp=meta.with_name(meta.name + ".tmp"))
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort: not every platform can open a folder)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def _exclusive_lock(dest: Path) -> Iterator[None]:
-    """Hold `DEST.lock` so no two processes write the same part file; fail at once if taken.
-
-    Failing beats waiting: a second `bertctl download` of the same file would only wait for the
-    first and then find the file complete, and a silent wait looks like a hang. The lock file
-    holds the owner's pid for the message. It is removed on release, while still locked; a
-    process that opened the old file just before that notices the file is gone and opens the new
-    one (the inode check below), so two processes never both believe they hold the lock.
-    """
-    if fcntl is None:  # pragma: no cover - no flock on this platform
-        yield
-        return
-    lock_path = dest.with_name(dest.name + ".lock")
-    while True:
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise DownloadError(
-                f"cannot create {lock_path}: {exc.strerror}",
-                hint="check the folder's permissions, or set BERTCTL_HOME to a writable folder",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            owner = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise DownloadError(
-                    f"cannot lock {lock_path}: {exc}", "check the folder's permissions"
-                ) from exc
-            who = f"process {owner}" if owner.isdigit() else "another process"
-            raise DownloadError(
-                f"{dest.name} is already being downloaded by {who}",
-                hint=f"wait for it to finish, or stop it and run again (lock file {lock_path})",
-            ) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        lock_path.unlink(missing_ok=True)
-        os.close(fd)
+def _exclusive_lock(dest: Path) -> contextlib.AbstractContextManager[None]:
+    """Hold `DEST.lock` so no two processes (or threads) write the same part file; fail at once
+    if taken: a second `bertctl download` of the same file would only wait for the first and
+    then find the file complete, and a silent wait looks like a hang."""
+    return outputs.exclusive_lock(
+        dest,
+        f"{dest.name} is already being downloaded",
+        lock=dest.with_name(dest.name + ".lock"),
+        error=DownloadError,
+        unwritable_hint="check the folder's permissions, or set BERTCTL_HOME to a writable folder",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -836,7 +778,7 @@ class _Download:
                 hint="delete it and run again",
             )
         os.replace(self.part, self.dest)
-        _fsync_dir(self.dest.parent)
+        outputs.fsync_dir(self.dest.parent)
         self.meta.unlink(missing_ok=True)
         return FetchResult(
             path=self.dest,

@@ -30,12 +30,11 @@ from __future__ import annotations
 import math
 import operator
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bertctl import paths
+from bertctl import outputs, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenstream import bounded_lines
 
@@ -792,28 +791,17 @@ def resolve_data_dir(task: Task | str, data: Path | str | None) -> Path:
 
 
 def _write_atomic(path: Path | str, lines: Iterable[str]) -> Path:
-    """Write lines to a temp file beside `path`, then `os.replace` it: never a half file."""
+    """Write lines whole (`outputs.write_atomic`): never a half file; a failure is a GlueError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for line in lines:
-                handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
+        return outputs.write_atomic(path, lines)
     except OSError as exc:  # a full disk, most often: the file as it was stays in place
-        Path(temp).unlink(missing_ok=True)
         raise GlueError(
             f"cannot write {path}: {exc.strerror or exc}",
             "free some disk space (or choose another folder) and run again; "
             "an earlier file of that name is unchanged",
         ) from exc
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def format_prediction(task: Task, prediction: object) -> str:

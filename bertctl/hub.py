@@ -8,15 +8,20 @@ a vocab and a consistent casing, and copies the files into its own store.
 from __future__ import annotations
 
 import json
-import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from bertctl import outputs, store
-from bertctl.errors import BertctlError, UsageError
+from bertctl.errors import BertctlError
 
-PREFIX = "hub:"
+# Naming lives in `store` (see there); these names stay for the callers that use them.
+from bertctl.store import HUB_PREFIX as PREFIX
+from bertctl.store import HubModel
+from bertctl.store import hub_folder as local_folder
+from bertctl.store import parse_hub as parse
+
+__all__ = ["PREFIX", "WANTED", "HubModel", "fetch", "install", "local_folder", "parse"]
+
 # Only what a BERT model needs; never pickled weights (pytorch_model.bin) and never code.
 WANTED = [
     "config.json",
@@ -26,34 +31,6 @@ WANTED = [
     "special_tokens_map.json",
     "model.safetensors",
 ]
-_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-@dataclass(frozen=True)
-class HubModel:
-    repo_id: str
-    revision: str | None
-
-    @property
-    def store_name(self) -> str:
-        """Folder name under the store: hub--org--name."""
-        return "hub--" + self.repo_id.replace("/", "--")
-
-
-def parse(spec: str) -> HubModel:
-    """`hub:org/name` or `hub:org/name@revision` -> HubModel."""
-    body = spec[len(PREFIX) :] if spec.startswith(PREFIX) else spec
-    repo, _, revision = body.partition("@")
-    if not _REPO_RE.match(repo) or ".." in repo:
-        raise UsageError(
-            f"{spec!r} is not a Hub repo id",
-            "write it as hub:ORG/NAME, e.g. hub:google-bert/bert-base-uncased",
-        )
-    return HubModel(repo, revision or None)
-
-
-def local_folder(model: HubModel) -> Path:
-    return store.model_dir(model.store_name)
 
 
 def fetch(model: HubModel) -> tuple[Path, str]:
@@ -151,10 +128,7 @@ def _copy_in(spec: str, snapshot: Path, commit: str, target: Path) -> tuple[Path
     """Copy the wanted files of `snapshot` into `target` whole, once they pass their checks."""
     from bertctl.verify import verify_hf_folder
 
-    staging = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with outputs.building(target) as staging:
         for name in WANTED:
             if (snapshot / name).is_file():
                 shutil.copyfile(snapshot / name, staging / name)
@@ -169,7 +143,7 @@ def _copy_in(spec: str, snapshot: Path, commit: str, target: Path) -> tuple[Path
                     f"{spec} has neither vocab.txt nor a WordPiece tokenizer.json",
                     "pick a repo that ships its vocabulary",
                 )
-            (staging / "vocab.txt").write_bytes(derived)
+            outputs.write_atomic(staging / "vocab.txt", derived)
         report = verify_hf_folder(staging)
         if not report.ok:
             first = report.failures[0]
@@ -180,9 +154,5 @@ def _copy_in(spec: str, snapshot: Path, commit: str, target: Path) -> tuple[Path
             "verified": True,
             "checks": [c.name for c in report.checks if c.ok],
         }
-        store.write_json_atomic(staging / store.MANIFEST, manifest)
-        store.replace_folder(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        outputs.write_json_atomic(staging / store.MANIFEST, manifest)
     return target, manifest

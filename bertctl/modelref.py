@@ -105,10 +105,8 @@ def resolve(arg: str) -> ModelRef:
         )
     if Path(str(path) + ".index").is_file():
         return ModelRef("checkpoint", str(path), path, _release_for_folder(path.parent))
-    if arg.startswith("hub:"):
-        from bertctl import hub
-
-        folder = hub.local_folder(hub.parse(arg))
+    if arg.startswith(store.HUB_PREFIX):
+        folder = store.hub_folder(store.parse_hub(arg))
         if not (folder / "config.json").is_file():
             raise BertctlError(f"{arg} is not downloaded", f"run `bertctl download {arg}`")
         return ModelRef("hf-folder", f"{arg} ({folder})", folder)

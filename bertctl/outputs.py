@@ -10,6 +10,10 @@ Three rules keep the user's files safe, for every command that writes a folder:
 - one process at a time writes an output: a lock file beside it makes a second process fail at
   once, naming the first (a silent wait looks like a hang; two writers means the last one wins).
 
+And one rule for every file and folder bertctl publishes: it is built aside and renamed into
+place complete (`write_atomic`, `write_json_atomic`, `building`), so a crash, a full disk or
+Ctrl-C leaves what was there before, never half of the new one.
+
 Light core: no torch, no Rich.
 """
 
@@ -17,9 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import re
+import secrets
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,9 +177,10 @@ def check_folder(
 # One writer at a time
 # --------------------------------------------------------------------------------------------
 
-# Locks this process holds, by lock file, with how many times each was taken: a library call
-# inside a command that already locked its output (convert inside `bertctl convert`) passes.
-_held: dict[Path, int] = {}
+# Locks this process holds, by (lock file, thread), with how many times each was taken: a
+# library call inside a command that already locked its output (convert inside `bertctl
+# convert`) passes. Another thread is another writer: it takes the lock like another process.
+_held: dict[tuple[Path, int], int] = {}
 
 
 def lock_path(target: Path) -> Path:
@@ -182,7 +190,14 @@ def lock_path(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_lock(target: Path, busy: str) -> Iterator[None]:
+def exclusive_lock(
+    target: Path,
+    busy: str,
+    *,
+    lock: Path | None = None,
+    error: type[BertctlError] = BertctlError,
+    unwritable_hint: str = "check that its folder exists and is writable, or write somewhere else",
+) -> Iterator[None]:
     """Hold the lock of `target` while the body runs; fail at once if another process holds it.
 
     Failing beats waiting: a silent wait looks like a hang, and the first writer's result is
@@ -195,46 +210,49 @@ def exclusive_lock(target: Path, busy: str) -> Iterator[None]:
         target: the file or folder being written.
         busy: what the second process is told, e.g. "runs/mrpc is being written"; the owner
             and what to do are added.
+        lock: the lock file, when not `lock_path(target)` (a download's is `NAME.lock`).
+        error: the error raised (a download raises its DownloadError).
+        unwritable_hint: what to do when the lock file cannot be made.
 
     Raises:
         BertctlError: another process holds the lock, or the lock file cannot be made.
     """
-    path = lock_path(target).absolute()
-    if fcntl is None or path in _held:  # pragma: no cover - no flock on this platform
-        _held[path] = _held.get(path, 0) + 1
+    path = (lock or lock_path(target)).absolute()
+    key = (path, threading.get_ident())
+    if fcntl is None or key in _held:  # pragma: no cover - no flock on this platform
+        _held[key] = _held.get(key, 0) + 1
         try:
             yield
         finally:
-            _release_count(path)
+            _release_count(key)
         return
-    fd = _acquire(path, busy)
-    _held[path] = 1
+    fd = _acquire(path, busy, error, unwritable_hint)
+    _held[key] = 1
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
-        del _held[path]
+        del _held[key]
         path.unlink(missing_ok=True)
         os.close(fd)
 
 
-def _release_count(path: Path) -> None:
-    _held[path] -= 1
-    if not _held[path]:
-        del _held[path]
+def _release_count(key: tuple[Path, int]) -> None:
+    _held[key] -= 1
+    if not _held[key]:
+        del _held[key]
 
 
-def _acquire(path: Path, busy: str) -> int:
+def _acquire(path: Path, busy: str, error: type[BertctlError], unwritable_hint: str) -> int:
     """Open and flock `path` (created if need be); the descriptor of the file now at `path`."""
     while True:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise BertctlError(
-                f"cannot create the lock file {path}: {exc.strerror}",
-                "check that its folder exists and is writable, or write somewhere else",
+            raise error(
+                f"cannot create the lock file {path}: {exc.strerror}", unwritable_hint
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,11 +260,11 @@ def _acquire(path: Path, busy: str) -> int:
             owner = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise BertctlError(
+                raise error(
                     f"cannot lock {path}: {exc.strerror}", "check the folder's permissions"
                 ) from exc
             who = f"process {owner}" if owner.isdigit() else "another process"
-            raise BertctlError(
+            raise error(
                 f"{busy} by {who}",
                 f"wait for it to finish, or stop it and run again (lock file {path})",
             ) from None
@@ -272,8 +290,97 @@ def writing(out: Path, what: str = "written") -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------------------------
+# Writing a file whole
+# --------------------------------------------------------------------------------------------
+
+
+def write_atomic(
+    path: Path, data: bytes | str | Iterable[str], *, temp: Path | None = None
+) -> Path:
+    """Write `data` to `path` so that readers see the old file or the new one, never half of one.
+
+    The bytes go to a temp file beside `path` (the same filesystem, so the rename is atomic),
+    are fsynced, and `os.replace` puts the file in place; the rename is then made durable. Any
+    failure removes the temp file and leaves `path` as it was. Text is UTF-8 with "\n" line
+    ends; an iterable of str pieces is written as it comes, never held whole. The file gets the
+    umask's permissions, as `open` gives (mkstemp's would make it private).
+
+    Args:
+        path: the file to write (its folder is made if need be).
+        data: bytes, a str, or str pieces.
+        temp: a fixed temp file, for a writer that holds a lock: a kill mid-write then leaves a
+            file the next write replaces, not one more stray temp file (a download's sidecar).
+            By default a fresh, randomly named hidden file.
+
+    Returns:
+        `path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _open_temp(path) if temp is None else (_open_fixed(temp), temp)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                for piece in [data] if isinstance(data, str) else data:
+                    handle.write(piece.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
+
+
+def write_json_atomic(
+    path: Path, data: object, *, sort_keys: bool = False, temp: Path | None = None
+) -> Path:
+    """`data` as JSON (indented by 2, non-ASCII kept, a final newline), by `write_atomic`."""
+    text = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n"
+    return write_atomic(path, text, temp=temp)
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new hidden file beside `path`, opened for writing (never an existing one)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+def _open_fixed(temp: Path) -> int:
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
+
+# --------------------------------------------------------------------------------------------
 # Replacing a folder whole
 # --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def building(target: Path) -> Iterator[Path]:
+    """A fresh folder beside `target` to build it in; put in place whole when the body ends.
+
+    On a normal exit `replace_folder` swaps the folder in; on any exception (a full disk,
+    Ctrl-C) it is removed and `target` is as it was. Call it with the output locked: the name,
+    `.NAME.partial-PID`, is this process's own, and a leftover of a killed run is cleared.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_folder(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def replace_folder(new: Path, target: Path) -> None:

@@ -74,7 +74,6 @@ import hashlib
 import json
 import os
 import random
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -735,34 +734,25 @@ def _write(
         workers = default_workers(total_bytes)
     if progress is not None:
         progress.set_total(total_bytes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     state = _ReadState()
     try:
-        shards = _build_shards(files, tokenizer, cfg, tmp, workers, state, progress)
-        statistics = summarize(shards, cfg)
-        if statistics.counts["instances"] == 0:
-            raise BertctlError(
-                f"the corpus holds no text ({', '.join(str(p) for p in files)})",
-                "pass text files with one sentence per line and a blank line between documents",
-            )
-        manifest = _manifest(files, tokenizer, tokenizer_description, cfg, shards, statistics)
-        (tmp / MANIFEST).write_text(_dump_json(manifest), encoding="utf-8")
-        outputs.replace_folder(tmp, out)
+        with outputs.building(out) as tmp:
+            shards = _build_shards(files, tokenizer, cfg, tmp, workers, state, progress)
+            statistics = summarize(shards, cfg)
+            if statistics.counts["instances"] == 0:
+                raise BertctlError(
+                    f"the corpus holds no text ({', '.join(str(p) for p in files)})",
+                    "pass text files with one sentence per line and a blank line between documents",
+                )
+            manifest = _manifest(files, tokenizer, tokenizer_description, cfg, shards, statistics)
+            outputs.write_atomic(tmp / MANIFEST, _dump_json(manifest))
     except OSError as exc:  # most often a full disk; the half-built folder is dropped
-        shutil.rmtree(tmp, ignore_errors=True)
         if exc.filename is not None and Path(exc.filename) in files:
             raise BertctlError(f"cannot read {exc.filename}: {exc.strerror}") from exc
         raise BertctlError(
             f"cannot write the shards beside {out}: {exc.strerror or exc}",
             f"free some disk space and run again; {out} was left as it was",
         ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     warnings: list[str] = []
     if state.bad_lines:
         warnings.append(

@@ -5,6 +5,7 @@ Layout, per catalogue name:
     models/<name>/            an HF-format folder (config.json, model.safetensors, vocab.txt, ...)
     models/<name>/release/    the release files as Google shipped them
     models/<name>/bertctl.json  provenance: source URL, checks passed, file hashes
+    models/hub--<org>--<name>/  a Hub repo (`hub:org/name`), the same HF-format layout
     downloads/<zip name>      the zip, and <zip name>.part while it downloads
 """
 
@@ -12,20 +13,64 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertctl import paths
 from bertctl.catalog import Release
-from bertctl.outputs import replace_folder  # noqa: F401  (the store's folders are swapped whole)
+from bertctl.errors import UsageError
+
+# Re-exported: the store's folders are swapped whole and its manifests written atomically, and
+# many writers reach these through `store`.
+from bertctl.outputs import replace_folder, write_json_atomic  # noqa: F401
 
 MANIFEST = "bertctl.json"
 
 
 def model_dir(name: str) -> Path:
     return paths.models_dir() / name
+
+
+# --------------------------------------------------------------------------------------------
+# Hub models: how `hub:ORG/NAME` is named and where it lands. Here, not in `hub`, so that
+# resolving or verifying a model never imports the module that downloads and verifies one.
+
+HUB_PREFIX = "hub:"
+_REPO_RE = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+@dataclass(frozen=True)
+class HubModel:
+    repo_id: str
+    revision: str | None
+
+    @property
+    def store_name(self) -> str:
+        """Folder name under the store: hub--org--name."""
+        return "hub--" + self.repo_id.replace("/", "--")
+
+
+def parse_hub(spec: str) -> HubModel:
+    """`hub:org/name` or `hub:org/name@revision` -> HubModel."""
+    body = spec[len(HUB_PREFIX) :] if spec.startswith(HUB_PREFIX) else spec
+    repo, _, revision = body.partition("@")
+    if not _REPO_RE.match(repo) or ".." in repo:
+        raise UsageError(
+            f"{spec!r} is not a Hub repo id",
+            "write it as hub:ORG/NAME, e.g. hub:google-bert/bert-base-uncased",
+        )
+    return HubModel(repo, revision or None)
+
+
+def hub_folder(model: HubModel) -> Path:
+    """The store folder of a Hub model (whether or not it is downloaded)."""
+    return model_dir(model.store_name)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue models
 
 
 def find_local(name: str) -> Path | None:
@@ -47,23 +92,6 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON so that readers see the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it private; a model's manifest is not secret
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def status(release: Release) -> str:

@@ -975,7 +975,7 @@ def verify_target(target: str, reporter: Any = None) -> list[VerifyReport]:
     A downloaded catalogue model gives two reports: Google's files (release/) and the converted
     HF-format folder.
     """
-    from bertctl import hub, store
+    from bertctl import store
 
     def run(
         fn: Callable[..., VerifyReport], path: Path, release: Release | None, size: int
@@ -991,8 +991,8 @@ def verify_target(target: str, reporter: Any = None) -> list[VerifyReport]:
 
             return fn(path, release, on_progress=on_progress)
 
-    if target.startswith(hub.PREFIX):
-        folder = hub.local_folder(hub.parse(target))
+    if target.startswith(store.HUB_PREFIX):
+        folder = store.hub_folder(store.parse_hub(target))
         if not folder.is_dir():
             raise BertctlError(f"{target} is not downloaded", f"run `bertctl download {target}`")
         return [verify_hf_folder(folder)]
