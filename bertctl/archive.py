@@ -248,16 +248,24 @@ def check_members(
     label = str(path)
     with open_zip(path) as zf:
         members = file_members(zf)
-        total = sum(i.file_size for i in members)
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            if on_progress is not None:
-                on_progress(done, total)
-
+        advance = byte_counter(sum(i.file_size for i in members), on_progress)
         return [stream_member(zf, info, label, on_bytes=advance) for info in members]
+
+
+def byte_counter(
+    total: int, on_progress: Callable[[int, int], None] | None
+) -> Callable[[int], None]:
+    """An `on_bytes` callback that keeps the running count of bytes read and reports it as
+    ``on_progress(bytes_done, total)`` (nothing without `on_progress`)."""
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, total)
+
+    return advance
 
 
 # --------------------------------------------------------------------------------------------

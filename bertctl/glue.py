@@ -147,6 +147,11 @@ class Task:
             ) from None
 
 
+def _glue_splits(train: FileLayout, test: FileLayout) -> tuple[tuple[str, FileLayout], ...]:
+    """A task's usual three files: train.tsv, dev.tsv laid out as train.tsv, and test.tsv."""
+    return (("train", train), ("dev", replace(train, file="dev.tsv")), ("test", test))
+
+
 def _pair_task(
     name: str, folder: str, labels: tuple[str, ...], *, aliases: tuple[str, ...] = ()
 ) -> Task:
@@ -155,10 +160,9 @@ def _pair_task(
     return Task(
         name=name,
         folder=folder,
-        splits=(
-            ("train", FileLayout("train.tsv", **labelled)),
-            ("dev", FileLayout("dev.tsv", **labelled)),
-            ("test", FileLayout("test.tsv", True, 3, text_a=1, text_b=2, index=0)),
+        splits=_glue_splits(
+            FileLayout("train.tsv", **labelled),
+            FileLayout("test.tsv", True, 3, text_a=1, text_b=2, index=0),
         ),
         labels=labels,
         metrics=("accuracy",),
@@ -208,10 +212,9 @@ def _tasks() -> tuple[Task, ...]:
             name="cola",
             folder="CoLA",
             # train/dev: source, label, original judgement ("*" or empty), sentence; no header.
-            splits=(
-                ("train", FileLayout("train.tsv", False, 4, text_a=3, label=1)),
-                ("dev", FileLayout("dev.tsv", False, 4, text_a=3, label=1)),
-                ("test", FileLayout("test.tsv", True, 2, text_a=1, index=0)),
+            splits=_glue_splits(
+                FileLayout("train.tsv", False, 4, text_a=3, label=1),
+                FileLayout("test.tsv", True, 2, text_a=1, index=0),
             ),
             labels=binary,
             metrics=("matthews_corr", "accuracy"),
@@ -220,10 +223,9 @@ def _tasks() -> tuple[Task, ...]:
         Task(
             name="sst-2",
             folder="SST-2",
-            splits=(
-                ("train", FileLayout("train.tsv", True, 2, text_a=0, label=1)),
-                ("dev", FileLayout("dev.tsv", True, 2, text_a=0, label=1)),
-                ("test", FileLayout("test.tsv", True, 2, text_a=1, index=0)),
+            splits=_glue_splits(
+                FileLayout("train.tsv", True, 2, text_a=0, label=1),
+                FileLayout("test.tsv", True, 2, text_a=1, index=0),
             ),
             labels=binary,
             metrics=("accuracy",),
@@ -234,10 +236,9 @@ def _tasks() -> tuple[Task, ...]:
             name="mrpc",
             folder="MRPC",
             # Quality, #1 ID, #2 ID, #1 String, #2 String; test has index for Quality.
-            splits=(
-                ("train", FileLayout("train.tsv", True, 5, text_a=3, text_b=4, label=0)),
-                ("dev", FileLayout("dev.tsv", True, 5, text_a=3, text_b=4, label=0)),
-                ("test", FileLayout("test.tsv", True, 5, text_a=3, text_b=4, index=0)),
+            splits=_glue_splits(
+                FileLayout("train.tsv", True, 5, text_a=3, text_b=4, label=0),
+                FileLayout("test.tsv", True, 5, text_a=3, text_b=4, index=0),
             ),
             labels=binary,
             metrics=("accuracy", "f1", "acc_and_f1"),
@@ -247,10 +248,9 @@ def _tasks() -> tuple[Task, ...]:
             name="sts-b",
             folder="STS-B",
             # index genre filename year old_index source1 source2 sentence1 sentence2 score.
-            splits=(
-                ("train", FileLayout("train.tsv", True, 10, text_a=7, text_b=8, label=9)),
-                ("dev", FileLayout("dev.tsv", True, 10, text_a=7, text_b=8, label=9)),
-                ("test", FileLayout("test.tsv", True, 9, text_a=7, text_b=8, index=0)),
+            splits=_glue_splits(
+                FileLayout("train.tsv", True, 10, text_a=7, text_b=8, label=9),
+                FileLayout("test.tsv", True, 9, text_a=7, text_b=8, index=0),
             ),
             labels=None,
             metrics=("pearson", "spearman", "corr"),
@@ -262,10 +262,9 @@ def _tasks() -> tuple[Task, ...]:
             name="qqp",
             folder="QQP",
             # id qid1 qid2 question1 question2 is_duplicate; test: id question1 question2.
-            splits=(
-                ("train", FileLayout("train.tsv", True, 6, text_a=3, text_b=4, label=5)),
-                ("dev", FileLayout("dev.tsv", True, 6, text_a=3, text_b=4, label=5)),
-                ("test", FileLayout("test.tsv", True, 3, text_a=1, text_b=2, index=0)),
+            splits=_glue_splits(
+                FileLayout("train.tsv", True, 6, text_a=3, text_b=4, label=5),
+                FileLayout("test.tsv", True, 3, text_a=1, text_b=2, index=0),
             ),
             labels=binary,
             metrics=("accuracy", "f1", "acc_and_f1"),

@@ -69,14 +69,6 @@ def describe(index: int) -> GPU:
     )
 
 
-def free_bytes(index: int) -> int:
-    """Free memory on CUDA device `index` now."""
-    import torch
-
-    free, _total = torch.cuda.mem_get_info(index)
-    return int(free)
-
-
 def _used_by_others(props: Any) -> int | None:
     """Memory held by processes other than this one, from NVML; None when NVML cannot say."""
     try:

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, overload
 
 from bertctl.bertconfig import BertConfig, count_parameters
-from bertctl.errors import UsageError
+from bertctl.errors import BertctlError, UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZERS = ("google", "adamw")
@@ -187,13 +188,7 @@ def layer_activation_bytes(
     """
     _check(precision, PRECISIONS, "precision")
     _check(attention, ATTENTIONS, "attention")
-    b, s, h, a, i = (
-        batch,
-        seq,
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-    )
+    b, s, h, a, i = _dims(config, batch, seq)
     p = _act_bytes(precision)
     hidden_mask = 1 if config.hidden_dropout_prob > 0 else 0
     x_bytes = 4 if p == 4 else 3 * p
@@ -268,13 +263,7 @@ def backward_temporary_bytes(
     largest weight gradient before it lands in `.grad` (h·i, in p bytes and then fp32). The MLM
     head: the gradients of the log-softmax output (fp32) and of the logits (b·P·V·(4 + p)).
     """
-    b, s, h, a, i = (
-        batch,
-        seq,
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-    )
+    b, s, h, a, i = _dims(config, batch, seq)
     p = _act_bytes(precision)
     residual = 2 * b * s * h * 4
     mlp = 2 * b * s * i * p + residual
@@ -519,8 +508,13 @@ def max_batch(
     low, high = 1, 2
     while high <= limit and fits(high):
         low, high = high, high * 2
-    high = min(high, limit + 1)
-    while high - low > 1:  # fits(low), not fits(high)
+    return _last_fitting(fits, low, min(high, limit + 1))
+
+
+def _last_fitting(fits: Callable[[int], bool], low: int, high: int) -> int:
+    """The largest batch in [low, high) that fits, by bisection, given fits(low) and not
+    fits(high) (or high past the limit): a larger batch never needs less memory."""
+    while high - low > 1:
         mid = (low + high) // 2
         if fits(mid):
             low = mid
@@ -649,13 +643,7 @@ def inference_moments(
     """
     _check(precision, PRECISIONS, "precision")
     _check(attention, ATTENTIONS, "attention")
-    b, s, h, a, i = (
-        batch,
-        seq,
-        config.hidden_size,
-        config.num_attention_heads,
-        config.intermediate_size,
-    )
+    b, s, h, a, i = _dims(config, batch, seq)
     t = b * s
     p = _act_bytes(precision)
     c = 0 if p == 4 else 2  # autocast's 16-bit cast of an fp32 matmul input
@@ -831,14 +819,7 @@ def max_eval_batch(
 
     if not fits(1):
         return 0
-    low, high = 1, limit + 1  # fits(low); high is past the limit
-    while high - low > 1:
-        mid = (low + high) // 2
-        if fits(mid):
-            low = mid
-        else:
-            high = mid
-    return low
+    return _last_fitting(fits, 1, limit + 1)  # high is past the limit
 
 
 # --------------------------------------------------------------------------------------------
@@ -1010,11 +991,7 @@ def fit(
     if bf16 and current.precision == "fp32" and not current.grad_checkpointing and needs_both:
         both = replace(current, precision="bf16", grad_checkpointing=True)
         add(accumulate(both), "bf16 and checkpointing together")
-    for seq in sorted((s for s in SEQ_LENGTHS if s < current.max_seq_length), reverse=True):
-        shorter = replace(current, max_seq_length=seq)
-        if estimate_settings(config, shorter, attention, task).total <= budget_bytes:
-            add(shorter, f"sequences truncated to {seq} tokens: results change")
-            break
+    add(*_shorter(config, current, budget_bytes, attention, task))
     return found
 
 
@@ -1053,12 +1030,23 @@ def fit_inference(
             largest(replace(current, precision="bf16")),
             "bf16 autocast: about half the activations, faster; scores may move slightly",
         )
+    add(*_shorter(config, current, budget_bytes, attention))
+    return found
+
+
+def _shorter(
+    config: BertConfig,
+    current: Settings | InferenceSettings,
+    budget_bytes: int,
+    attention: str,
+    task: str = "classify",
+) -> tuple[Any, str]:
+    """The longest of the shorter SEQ_LENGTHS that fits (or None), and why it is a trade-off."""
     for seq in sorted((s for s in SEQ_LENGTHS if s < current.max_seq_length), reverse=True):
         shorter = replace(current, max_seq_length=seq)
-        if estimate_settings(config, shorter, attention).total <= budget_bytes:
-            add(shorter, f"sequences truncated to {seq} tokens: results change")
-            break
-    return found
+        if estimate_settings(config, shorter, attention, task).total <= budget_bytes:
+            return shorter, f"sequences truncated to {seq} tokens: results change"
+    return None, ""
 
 
 def inference_flags(changes: dict[str, Any]) -> str:
@@ -1113,6 +1101,174 @@ def smallest_passing(options: list[int], passes) -> int | None:
         else:
             low = mid
     return options[high] if high < len(options) else None
+
+
+# --------------------------------------------------------------------------------------------
+# `bertctl plan`: one value for the command to render
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `bertctl plan` reports: the estimate for the given settings against a budget, the
+    settings that fit when they do not, and the largest batch per sequence length.
+
+    Attributes:
+        model: the model as the user named it (a `ModelRef` label).
+        config: its architecture.
+        budget: bytes for the process beyond its CUDA context.
+        source: where `budget` comes from, for the reader.
+        settings: the run's settings; `attention` and `task` complete them.
+        estimate: the estimate for `settings`.
+        suggestions: settings that fit, best first (empty when `settings` fit).
+        max_batch: the largest batch per sequence length, for "fp32", "bf16" and each with
+            "+checkpointing".
+        google_2018: Google's published maxima for this shape, or None.
+    """
+
+    model: str
+    config: BertConfig
+    budget: int
+    source: str
+    settings: Settings
+    attention: str
+    task: str
+    estimate: Estimate
+    suggestions: tuple[Suggestion, ...]
+    max_batch: dict[str, dict[int, int]]
+    google_2018: dict[int, int] | None
+
+    @property
+    def fits(self) -> bool:
+        return self.estimate.total <= self.budget
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as `bertctl plan --json` prints it (sequence lengths as string keys)."""
+        return {
+            "model": self.model,
+            "params": self.estimate.params,
+            "budget": {"bytes": self.budget, "source": self.source},
+            "settings": {**asdict(self.settings), "attention": self.attention, "task": self.task},
+            "estimate": self.estimate.to_dict(),
+            "fits": self.fits,
+            "suggestions": [s.to_dict() for s in self.suggestions],
+            "max_batch": {
+                key: {str(seq): n for seq, n in row.items()} for key, row in self.max_batch.items()
+            },
+            "google_2018": (
+                {str(k): v for k, v in self.google_2018.items()} if self.google_2018 else None
+            ),
+        }
+
+
+def plan(
+    model: str,
+    settings: Settings,
+    *,
+    gpu_memory: str | None = None,
+    gpu: int | None = None,
+    attention: str = "sdpa",
+    task: str = "classify",
+) -> Plan:
+    """The plan `bertctl plan` prints, for exactly one of a card of `gpu_memory` (e.g. "12GiB",
+    less the CUDA context) or the free memory of visible GPU `gpu`.
+
+    Raises:
+        UsageError: a setting out of range or not one of its choices, named by its flag.
+        BertctlError: the model cannot be read, or `gpu` is not visible.
+    """
+    from bertctl import modelref
+
+    _check_plan_flags(settings, gpu_memory, gpu, attention, task)
+    ref = modelref.resolve(model)
+    config = modelref.bert_config(ref)
+    if not 1 <= settings.max_seq_length <= config.max_position_embeddings:
+        raise UsageError(
+            f"--max-seq-length {settings.max_seq_length} is outside the model's "
+            f"{config.max_position_embeddings} positions"
+        )
+    if gpu_memory is not None:
+        budget = usable(parse_size(gpu_memory, "--gpu-memory"))
+        source = (
+            f"--gpu-memory {gpu_memory} less {format_bytes(CONTEXT_BYTES)} for the CUDA context"
+        )
+        bf16 = True
+    else:
+        assert gpu is not None
+        budget, source, bf16 = gpu_budget(gpu)
+    est = estimate_settings(config, settings, attention, task)
+    suggestions = (
+        []
+        if est.total <= budget
+        else fit(config, settings, budget, bf16=bf16, attention=attention, task=task)
+    )
+    lengths = [s for s in SEQ_LENGTHS if s <= config.max_position_embeddings]
+    grid = {
+        prec + ("+checkpointing" if ckpt else ""): {
+            s: max_batch(config, s, prec, budget, settings.optimizer, ckpt, attention, task)
+            for s in lengths
+        }
+        for prec in ("fp32", "bf16")
+        for ckpt in (False, True)
+    }
+    return Plan(
+        ref.label,
+        config,
+        budget,
+        source,
+        settings,
+        attention,
+        task,
+        est,
+        tuple(suggestions),
+        grid,
+        google_2018(config),
+    )
+
+
+def _check_plan_flags(
+    settings: Settings, gpu_memory: str | None, gpu: int | None, attention: str, task: str
+) -> None:
+    """`bertctl plan`'s flags, checked before the model is read; messages name the flags."""
+    if (gpu_memory is None) == (gpu is None):
+        raise UsageError(
+            "pass one of --gpu-memory SIZE (a card to plan for) and --gpu N (a GPU here)",
+            "e.g. bertctl plan base-uncased --gpu-memory 12GiB",
+        )
+    for value, allowed, flag in (
+        (settings.precision, PRECISIONS, "--precision"),
+        (settings.optimizer, OPTIMIZERS, "--optimizer"),
+        (attention, ATTENTIONS, "--attention"),
+        (task, TASKS, "--task"),
+    ):
+        _check(value, allowed, flag)
+    batch, accum = settings.batch_size, settings.grad_accum
+    if batch > MAX_BATCH:
+        raise UsageError(
+            f"--batch-size {batch} is more than any BERT recipe uses", f"pass at most {MAX_BATCH}"
+        )
+    if batch < 1 or accum < 1 or batch % accum:
+        raise UsageError("--batch-size must be a positive multiple of --grad-accum")
+
+
+def gpu_budget(index: int) -> tuple[int, str, bool]:
+    """(free bytes, where that figure comes from, bf16 support) of visible GPU `index`.
+
+    Raises:
+        BertctlError: no GPU is visible, or none has that index.
+    """
+    from bertctl import gpus
+
+    found = gpus.visible()
+    if not found:
+        raise BertctlError(
+            f"--gpu {index}: no CUDA GPU is visible", "plan for a card with --gpu-memory SIZE"
+        )
+    if not 0 <= index < len(found):
+        raise BertctlError(
+            f"--gpu {index}: only {len(found)} GPU(s) visible", f"pass --gpu 0..{len(found) - 1}"
+        )
+    g = found[index]
+    return g.free, f"free on GPU {index} ({g.name})", g.bf16
 
 
 # --------------------------------------------------------------------------------------------
@@ -1177,6 +1333,11 @@ def format_bytes(n: float) -> str:
 
 # --------------------------------------------------------------------------------------------
 # Helpers
+
+
+def _dims(config: BertConfig, batch: int, seq: int) -> tuple[int, int, int, int, int]:
+    """(batch, seq, hidden, heads, intermediate): the b, s, h, a, i of the formulas."""
+    return batch, seq, config.hidden_size, config.num_attention_heads, config.intermediate_size
 
 
 def _act_bytes(precision: str) -> int:

@@ -33,7 +33,6 @@ from bertctl.tokenization import (
 
 # The most a config read from a zip may claim: a bert_config.json is under 1 kB.
 CONFIG_LIMIT = 1 << 20
-UNCASED_VOCAB_SHA256 = "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"
 
 
 @dataclass(frozen=True)

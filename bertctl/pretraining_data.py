@@ -21,7 +21,7 @@ What it does, step by step (the logic of Google's `create_pretraining_data.py`, 
    `max_seq_length - 3` tokens by removing tokens from the longer side, from its front or its back
    at random (ties: B). The sequence is `[CLS] A [SEP] B [SEP]`, segment ids 0 up to the first
    [SEP] and 1 after.
-4. **Masking** (`_mask`): candidates are every position but [CLS]/[SEP] (with whole-word masking a
+4. **Masking** (`mask_tokens`): candidates are every position but [CLS]/[SEP] (with whole-word masking a
    `##` piece joins the previous candidate, so a word is one candidate); candidates are shuffled;
    `min(max_predictions, max(1, round(len(tokens) * masked_lm_prob)))` tokens are chosen, whole
    words that would overshoot that count being skipped; each chosen token becomes [MASK] with
@@ -84,7 +84,7 @@ import numpy as np
 from bertctl import outputs, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import CLS, MASK, SEP, Tokenizer, Vocab
-from bertctl.tokenstream import check_workers
+from bertctl.tokenstream import check_workers, tokenizer_pool
 
 FORMAT = "bertctl-pretraining-data"
 FORMAT_VERSION = 1
@@ -299,7 +299,7 @@ def derive_seed(seed: int, shard: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-class _Vocabulary:
+class Vocabulary:
     """What instance creation needs of the vocab: special ids, `##` pieces, the random-word list."""
 
     def __init__(self, vocab: Vocab) -> None:
@@ -315,6 +315,10 @@ class _Vocabulary:
         # Google draws from `list(vocab.keys())` of an ordered dict: each distinct token once,
         # at its first line, with the id of its last line.
         self.random_words = [vocab.ids[t] for t in dict.fromkeys(vocab.tokens)]
+
+
+# The old private names, while train/pretrain.py still imports them (to go once it does not).
+_Vocabulary = Vocabulary
 
 
 class _Instances:
@@ -340,11 +344,11 @@ def _truncate_pair(a: list[int], b: list[int], max_tokens: int, rng: random.Rand
     return removed
 
 
-def _mask(
+def mask_tokens(
     ids: list[int],
     len_a: int,
     cfg: PrepareConfig,
-    vocab: _Vocabulary,
+    vocab: Vocabulary,
     rng: random.Random,
     counts: dict[str, int],
 ) -> tuple[list[int], list[int], list[int]]:
@@ -402,11 +406,14 @@ def _mask(
     return output, positions, [ids[i] for i in positions]
 
 
+_mask = mask_tokens  # the old private name (see _Vocabulary)
+
+
 def _document_instances(
     documents: list[list[list[int]]],
     doc_index: int,
     cfg: PrepareConfig,
-    vocab: _Vocabulary,
+    vocab: Vocabulary,
     rng: random.Random,
     sink: _Instances,
 ) -> None:
@@ -452,7 +459,7 @@ def _document_instances(
                 tokens_b = [t for sentence in chunk[a_end:] for t in sentence]
             removed = _truncate_pair(tokens_a, tokens_b, max_tokens, rng)
             ids = [vocab.cls, *tokens_a, vocab.sep, *tokens_b, vocab.sep]
-            masked, positions, labels = _mask(ids, len(tokens_a), cfg, vocab, rng, counts)
+            masked, positions, labels = mask_tokens(ids, len(tokens_a), cfg, vocab, rng, counts)
             sink.rows.append((masked, len(tokens_a), positions, labels, is_random_next))
             n = len(ids)
             counts["instances"] += 1
@@ -489,7 +496,7 @@ def build_shard(
 
     Returns the shard's manifest entry: name, counters, and the length histogram.
     """
-    vocab = _Vocabulary(tokenizer.vocab)
+    vocab = Vocabulary(tokenizer.vocab)
     documents: list[list[list[int]]] = []
     sentences = corpus_tokens = 0
     for raw in raw_documents:
@@ -804,18 +811,9 @@ def _build_shards(
             advance(shard, end_bytes, counted)
         return results
 
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
-    # "spawn": a fresh interpreter per worker, safe next to the progress bar's thread.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(tokenizer.vocab, tokenizer.do_lower_case),
-    ) as pool:
+    with tokenizer_pool(workers, _init_worker, tokenizer) as pool:
         pending: deque = deque()
         for index, (raw, end_bytes) in enumerate(raw_shards):
             pending.append((pool.submit(_run_shard, (index, raw, cfg, tmp)), end_bytes))

@@ -39,6 +39,7 @@ __all__ = [
     "DTYPES",
     "Checkpoint",
     "TensorEntry",
+    "masked_crc",
     "masked_crc32c",
     "resolve_prefix",
 ]
@@ -149,7 +150,7 @@ class TensorEntry:
 # --------------------------------------------------------------------------------------------
 
 
-def _mask(crc: int) -> int:
+def masked_crc(crc: int) -> int:
     """Mask a CRC32C the LevelDB/TF way (rotate right 15, add a constant), modulo 2**32.
 
     Masking exists so that a CRC stored inside CRC-protected data does not checksum to a
@@ -164,14 +165,14 @@ def masked_crc32c(data: bytes | memoryview) -> int:
     import google_crc32c
 
     if isinstance(data, bytes):
-        return _mask(google_crc32c.value(data))
+        return masked_crc(google_crc32c.value(data))
     # The C extension only takes ``bytes``; copy views piecewise so a huge view never doubles
     # memory use.
     view = memoryview(data).cast("B")
     crc = 0
     for start in range(0, len(view), _CRC_CHUNK):
         crc = google_crc32c.extend(crc, bytes(view[start : start + _CRC_CHUNK]))
-    return _mask(crc)
+    return masked_crc(crc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -743,7 +744,7 @@ class Checkpoint:
                 raise CheckpointError(f"data file {path} ended inside tensor {entry.name!r}")
             crc = google_crc32c.extend(crc, chunk)
             remaining -= len(chunk)
-        return _mask(crc)
+        return masked_crc(crc)
 
     def verify(self, name: str) -> bool:
         """Whether the masked CRC32C of the tensor's bytes equals the one in the index.

@@ -26,7 +26,7 @@ import re
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -198,7 +198,6 @@ class Vocab:
     ids: dict[str, int]
     source: str = "vocab"
     warnings: tuple[str, ...] = ()
-    max_token_chars: int = field(default=0, compare=False)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -273,8 +272,7 @@ def parse_vocab(data: bytes, source: str = "vocab.txt") -> Vocab:
         )
     if UNK not in ids:
         raise VocabError(f"{source} has no {UNK} token", "pass a BERT vocab.txt (it lists [UNK])")
-    longest = max(len(t) for t in tokens)
-    return Vocab(tuple(tokens), ids, source, tuple(warnings), max_token_chars=longest)
+    return Vocab(tuple(tokens), ids, source, tuple(warnings))
 
 
 def _check_vocab_size(data: bytes, source: str) -> None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from bertctl.errors import BertctlError, UsageError
 from bertctl.tokenization import Tokenizer, Vocab, build_inputs
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 CHUNK_BYTES = 1 << 20
 # The longest line read, in bytes. BERT reads at most 512 tokens (a few kB of text) of one; a
@@ -210,6 +213,23 @@ def default_workers(size: int | None) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def tokenizer_pool(
+    workers: int, initializer: Callable[[Vocab, bool], None], tokenizer: Tokenizer
+) -> ProcessPoolExecutor:
+    """`workers` processes, each given the vocab and casing of `tokenizer` by `initializer`
+    (which builds its own Tokenizer once, rather than one being pickled with every job)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # "spawn": a fresh interpreter per worker, safe next to the progress bar's thread.
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=initializer,
+        initargs=(tokenizer.vocab, tokenizer.do_lower_case),
+    )
+
+
 def tokenize_chunks(
     tokenizer: Tokenizer, source: Iterable[list[bytes]], fmt: OutputFormat, workers: int = 1
 ) -> Iterator[Block]:
@@ -221,18 +241,9 @@ def tokenize_chunks(
             yield format_lines(tokenizer, lines, fmt, first, lean)
             first += len(lines)
         return
-    import multiprocessing
     from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
 
-    # "spawn": a fresh interpreter per worker, safe next to the progress bar's thread.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=context,
-        initializer=_init_worker,
-        initargs=(tokenizer.vocab, tokenizer.do_lower_case),
-    ) as pool:
+    with tokenizer_pool(workers, _init_worker, tokenizer) as pool:
         pending: deque = deque()
         for lines in source:
             pending.append(pool.submit(_run_chunk, (lines, fmt, first)))

@@ -42,7 +42,7 @@ from bertctl.bertconfig import (
 )
 from bertctl.catalog import Release
 from bertctl.errors import BertctlError
-from bertctl.tfcheckpoint import Checkpoint, TensorEntry, _mask
+from bertctl.tfcheckpoint import Checkpoint, TensorEntry, masked_crc
 from bertctl.tokenization import Vocab, parse_vocab
 
 Progress = Callable[[int, int], None]
@@ -150,7 +150,7 @@ class TensorStream:
             if hi > lo:
                 span.crc = google_crc32c.extend(span.crc, chunk[lo - start : hi - start])
             if span.entry.offset + span.entry.size <= end:
-                self.done.append((span.entry, _mask(span.crc)))
+                self.done.append((span.entry, masked_crc(span.crc)))
             else:
                 still.append(span)
         self._active = still
@@ -163,7 +163,7 @@ class TensorStream:
         unfinished = []
         for entry in left:
             if entry.size == 0 and entry.offset <= self.position:
-                self.done.append((entry, _mask(0)))
+                self.done.append((entry, masked_crc(0)))
             else:
                 unfinished.append(entry)
         return unfinished
@@ -424,14 +424,7 @@ def _verify_open_zip(
     # One pass over every member in file order: zip CRC-32, SHA-256 and tensor CRC32Cs at once.
     base_of = {info.filename: base for base, info in members.items()}
     infos = archive.file_members(zf)
-    total = sum(i.file_size for i in infos)
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, total)
+    advance = archive.byte_counter(sum(i.file_size for i in infos), on_progress)
 
     for info in infos:
         base = base_of.get(info.filename)

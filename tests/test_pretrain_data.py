@@ -28,12 +28,12 @@ from bertctl.errors import BertctlError, UsageError
 from bertctl.pretraining_data import (
     ARRAYS,
     PrepareConfig,
+    Vocabulary,
     _document_instances,
     _Instances,
-    _mask,
     _truncate_pair,
-    _Vocabulary,
     iter_raw_shards,
+    mask_tokens,
     open_shards,
     prepare,
     vocab_sha256,
@@ -435,7 +435,7 @@ def test_chunks_cover_each_document_once_and_put_back_unused_sentences(tokenizer
     and true-next B segments of a document's instances are its sentences, each exactly once and
     in order (sentences left unused by a random next are put back for the next chunk), and a
     random B is a run of sentences of another document that just reaches the target."""
-    vocab = _Vocabulary(tokenizer.vocab)
+    vocab = Vocabulary(tokenizer.vocab)
     rng = random.Random(7)
     next_id = 2000
     documents = []
@@ -499,7 +499,7 @@ def test_truncation_trims_the_longer_side_at_either_end():
 
 
 def test_mask_count_and_specials(tokenizer):
-    vocab = _Vocabulary(tokenizer.vocab)
+    vocab = Vocabulary(tokenizer.vocab)
     counts: dict[str, int] = dict.fromkeys(
         ("predictions_expected", "masked", "masked_as_mask", "masked_unchanged", "masked_random"),
         0,
@@ -512,7 +512,7 @@ def test_mask_count_and_specials(tokenizer):
             cfg = PrepareConfig(
                 max_seq_length=1024, masked_lm_prob=prob, max_predictions=min(cap, 1021)
             )
-            out, positions, labels = _mask(ids, len_a, cfg, vocab, rng, counts)
+            out, positions, labels = mask_tokens(ids, len_a, cfg, vocab, rng, counts)
             n = len(ids)
             want = min(cfg.max_predictions, max(1, round(n * prob)), n - 3)
             assert len(positions) == want

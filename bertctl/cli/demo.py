@@ -45,9 +45,10 @@ def demo(
       [cyan]GLUE_DIR=glue_data bertctl demo[/]
     """
     from bertctl.cli.inspect import render
-    from bertctl.cli.tokenize import _encode, _print_human
+    from bertctl.cli.tokenize import print_record
     from bertctl.inspection import inspect_target
     from bertctl.modelref import tokenizer_for
+    from bertctl.tokenstream import record
 
     started = time.monotonic()
     model_dir = demo_model()
@@ -58,7 +59,7 @@ def demo(
     for text, pair in EXAMPLES:
         shown = f"{text!r}" + (f" + {pair!r}" if pair else "")
         ui.out.print(f"\n[bold]{shown}[/]")
-        _print_human(choice.tokenizer, _encode(choice.tokenizer, text, pair, 16 if pair else None))
+        print_record(choice.tokenizer, record(choice.tokenizer, text, pair, 16 if pair else None))
 
     ui.out.print()
     ui.out.rule("[bold]2. Inspect[/] base-uncased (Google's BERT-Base) and the demo model")

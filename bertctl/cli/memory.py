@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -118,106 +118,15 @@ def plan(
       [cyan]bertctl plan path/to/model --gpu 0 --max-seq-length 512[/]
     """
     from bertctl import memory as M
-    from bertctl import modelref
-    from bertctl.errors import UsageError
-
-    if (gpu_memory is None) == (gpu is None):
-        raise UsageError(
-            "pass one of --gpu-memory SIZE (a card to plan for) and --gpu N (a GPU here)",
-            "e.g. bertctl plan base-uncased --gpu-memory 12GiB",
-        )
-    for value, allowed, flag in (
-        (precision, M.PRECISIONS, "--precision"),
-        (optimizer, M.OPTIMIZERS, "--optimizer"),
-        (attention, M.ATTENTIONS, "--attention"),
-        (task, M.TASKS, "--task"),
-    ):
-        if value not in allowed:
-            raise UsageError(f"{flag} {value!r} is not one of {', '.join(allowed)}")
-    if batch_size > M.MAX_BATCH:
-        raise UsageError(
-            f"--batch-size {batch_size} is more than any BERT recipe uses",
-            f"pass at most {M.MAX_BATCH}",
-        )
-    if batch_size < 1 or grad_accum < 1 or batch_size % grad_accum:
-        raise UsageError("--batch-size must be a positive multiple of --grad-accum")
-    ref = modelref.resolve(model)
-    config = modelref.bert_config(ref)
-    if max_seq_length < 1 or max_seq_length > config.max_position_embeddings:
-        raise UsageError(
-            f"--max-seq-length {max_seq_length} is outside the model's "
-            f"{config.max_position_embeddings} positions"
-        )
-    if gpu_memory is not None:
-        card = M.parse_size(gpu_memory, "--gpu-memory")
-        budget = M.usable(card)
-        source = (
-            f"--gpu-memory {gpu_memory} less {M.format_bytes(M.CONTEXT_BYTES)} for the CUDA context"
-        )
-        bf16 = True
-    else:
-        assert gpu is not None
-        budget, source, bf16 = _gpu_budget(gpu)
 
     settings = M.Settings(
         batch_size, max_seq_length, precision, grad_accum, grad_checkpointing, optimizer
     )
-    est = M.estimate_settings(config, settings, attention, task)
-    fits = est.total <= budget
-    suggestions = (
-        [] if fits else M.fit(config, settings, budget, bf16=bf16, attention=attention, task=task)
-    )
-    lengths = [s for s in M.SEQ_LENGTHS if s <= config.max_position_embeddings]
-    grid: dict[str, dict[str, int]] = {}
-    for prec in ("fp32", "bf16"):
-        for ckpt in (False, True):
-            key = prec + ("+checkpointing" if ckpt else "")
-            grid[key] = {
-                str(s): M.max_batch(config, s, prec, budget, optimizer, ckpt, attention, task)
-                for s in lengths
-            }
-    google = M.google_2018(config)
-    result: dict[str, Any] = {
-        "model": ref.label,
-        "params": est.params,
-        "budget": {"bytes": budget, "source": source},
-        "settings": {
-            "batch_size": batch_size,
-            "max_seq_length": max_seq_length,
-            "precision": precision,
-            "grad_accum": grad_accum,
-            "grad_checkpointing": grad_checkpointing,
-            "optimizer": optimizer,
-            "attention": attention,
-            "task": task,
-        },
-        "estimate": est.to_dict(),
-        "fits": fits,
-        "suggestions": [s.to_dict() for s in suggestions],
-        "max_batch": grid,
-        "google_2018": {str(k): v for k, v in google.items()} if google else None,
-    }
+    result = M.plan(model, settings, gpu_memory=gpu_memory, gpu=gpu, attention=attention, task=task)
     if as_json:
-        ui.print_json(result)
+        ui.print_json(result.to_dict())
         return
-    _render(result, est, suggestions, config)
-
-
-def _gpu_budget(index: int) -> tuple[int, str, bool]:
-    from bertctl import gpus as G
-    from bertctl.errors import BertctlError
-
-    found = G.visible()
-    if not found:
-        raise BertctlError(
-            f"--gpu {index}: no CUDA GPU is visible", "plan for a card with --gpu-memory SIZE"
-        )
-    if not 0 <= index < len(found):
-        raise BertctlError(
-            f"--gpu {index}: only {len(found)} GPU(s) visible", f"pass --gpu 0..{len(found) - 1}"
-        )
-    g = found[index]
-    return g.free, f"free on GPU {index} ({g.name})", g.bf16
+    _render(result)
 
 
 def _fmt(n: int | None) -> str:
@@ -226,45 +135,43 @@ def _fmt(n: int | None) -> str:
     return "-" if n is None else format_bytes(n)
 
 
-def _render(result: dict[str, Any], est, suggestions, config) -> None:
-    out = ui.out
-    s = result["settings"]
+def _render(plan) -> None:
+    out, config, est, s = ui.out, plan.config, plan.estimate, plan.settings
     out.print(
-        f"[bold]{result['model']}[/]  [dim]{config.num_hidden_layers} layers, hidden "
-        f"{config.hidden_size}, {result['params']:,} parameters; {s['task']}, {s['attention']} "
-        f"attention, {s['optimizer']} optimizer[/]"
+        f"[bold]{plan.model}[/]  [dim]{config.num_hidden_layers} layers, hidden "
+        f"{config.hidden_size}, {est.params:,} parameters; {plan.task}, {plan.attention} "
+        f"attention, {s.optimizer} optimizer[/]"
     )
-    budget = result["budget"]
-    out.print(f"Budget: {_fmt(budget['bytes'])} [dim]({budget['source']})[/]")
-    micro = s["batch_size"] // s["grad_accum"]
-    accum = f" (micro-batch {micro} x {s['grad_accum']})" if s["grad_accum"] > 1 else ""
-    ckpt = ", gradient checkpointing" if s["grad_checkpointing"] else ""
+    out.print(f"Budget: {_fmt(plan.budget)} [dim]({plan.source})[/]")
+    accum = f" (micro-batch {s.micro_batch} x {s.grad_accum})" if s.grad_accum > 1 else ""
+    ckpt = ", gradient checkpointing" if s.grad_checkpointing else ""
     t = ui.table(
         "component",
         "bytes",
-        title=f"Estimate: batch {s['batch_size']}{accum} x {s['max_seq_length']} tokens, "
-        f"{s['precision']}{ckpt}",
+        title=f"Estimate: batch {s.batch_size}{accum} x {s.max_seq_length} tokens, "
+        f"{s.precision}{ckpt}",
     )
     for name, value in est.breakdown():
         t.add_row(name, _fmt(value))
-    verdict = "[green]fits[/]" if result["fits"] else "[red]does not fit[/]"
+    verdict = "[green]fits[/]" if plan.fits else "[red]does not fit[/]"
     t.add_row(f"[bold]peak[/] [dim]({est.phase})[/]", f"[bold]{_fmt(est.total)}[/]  {verdict}")
     t.add_row("[dim]CUDA context (apart)[/]", f"[dim]{_fmt(est.context)}[/]")
     out.print(t)
-    if suggestions:
+    if plan.suggestions:
         st = ui.table("flags", "peak", "trade-off", title="Settings that fit, best first")
-        for sug in suggestions:
+        for sug in plan.suggestions:
             st.add_row(sug.flags, _fmt(sug.estimate.total), sug.why)
         out.print(st)
-    elif not result["fits"]:
+    elif not plan.fits:
         out.print("[red]No settings fit this budget.[/]")
-    grid = result["max_batch"]
-    lengths = list(next(iter(grid.values())))
-    mt = ui.table("precision", "checkpointing", *lengths, title="Largest batch per sequence length")
-    for key, row in grid.items():
+    lengths = list(next(iter(plan.max_batch.values())))
+    mt = ui.table(
+        "precision", "checkpointing", *map(str, lengths), title="Largest batch per sequence length"
+    )
+    for key, row in plan.max_batch.items():
         prec, _, ck = key.partition("+")
         mt.add_row(prec, "yes" if ck else "no", *(str(row[n]) for n in lengths))
-    google = result["google_2018"]
+    google = plan.google_2018
     if google:
         mt.add_row(
             "[dim]Google 2018[/]",

@@ -92,24 +92,20 @@ def tokenize(
     if input_file is not None:
         _tokenize_stream(choice.tokenizer, input_file, as_json, max_seq_length, workers)
         return
-    assert text is not None
-    record = _encode(choice.tokenizer, text, pair, max_seq_length)
-    if as_json:
-        ui.print_json({"model": choice.description, **record})
-        return
-    ui.info(choice.description)
-    _print_human(choice.tokenizer, record)
-
-
-def _encode(tokenizer, text: str, pair: str | None, max_seq_length: int | None) -> dict:
-    """One JSON-ready record: WordPiece tokens and ids, then the model inputs."""
     from bertctl.tokenstream import record
 
-    return record(tokenizer, text, pair, max_seq_length)
+    assert text is not None
+    encoded = record(choice.tokenizer, text, pair, max_seq_length)
+    if as_json:
+        ui.print_json({"model": choice.description, **encoded})
+        return
+    ui.info(choice.description)
+    print_record(choice.tokenizer, encoded)
 
 
-def _print_human(tokenizer, record: dict) -> None:
-    """Aligned rows: tokens, ids, segments and (with padding) the mask."""
+def print_record(tokenizer, record: dict) -> None:
+    """A `tokenstream.record` as aligned rows: tokens, ids, segments and (with padding) the
+    mask (`bertctl demo` shows its examples this way too)."""
     ids = record["input_ids"]
     shown = [tokenizer.vocab.tokens[i] for i in ids[len(record["input_tokens"]) :]]
     tokens = record["input_tokens"] + shown
