@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from clirun import bertctl, one_error_line
-from httpserver import LoopbackServer
 
 TINY = Path(__file__).parent / "fixtures" / "tf" / "tiny_release"
 
@@ -36,12 +35,6 @@ def zip_without_config() -> bytes:
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("my_bert/vocab.txt", "[UNK]\n")
     return buf.getvalue()
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 def test_download_by_url_converts_and_is_a_noop_the_second_time(server, isolated_home):

@@ -138,40 +138,27 @@ def test_gpus_without_a_gpu_says_so_and_exits_0():
 # finetune: refuse, fit, force
 
 
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory) -> Path:
-    """The tiny release converted to an HF-format folder (named apart from the catalogue's `tiny`)."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("models") / "micro-bert"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(tmp_path_factory.mktemp("convert_home")))
-        r = cli("convert", FIXTURES / "tf" / "tiny_release", "--out", out)
-    assert r.code == 0, r.stderr
-    return out
-
-
-def finetune(micro: Path, out: Path, *extra: object) -> Result:
+def finetune(tiny: Path, out: Path, *extra: object) -> Result:
     return cli(
-        "finetune", "mrpc", "--model", micro, "--data", MRPC, "--out", out,
+        "finetune", "mrpc", "--model", tiny, "--data", MRPC, "--out", out,
         "--cpu", "--threads", "1", "--batch-size", "4", "--max-steps", "2", *extra,
     )  # fmt: skip
 
 
-def card_for(micro: Path, grad_accum: int) -> int:
+def card_for(tiny: Path, grad_accum: int) -> int:
     """A card (bytes) that just holds the tiny model's run at batch 4 with this accumulation."""
     from bertctl import modelref
 
-    config = modelref.bert_config(modelref.resolve(str(micro)))
+    config = modelref.bert_config(modelref.resolve(str(tiny)))
     settings = memory.Settings(
         batch_size=4, max_seq_length=64, precision="fp32", grad_accum=grad_accum
     )
     return memory.estimate_settings(config, settings).total + memory.CONTEXT_BYTES
 
 
-def test_finetune_refuses_when_nothing_fits_and_writes_nothing(micro, tmp_path):
+def test_finetune_refuses_when_nothing_fits_and_writes_nothing(tiny, tmp_path):
     out = tmp_path / "run"
-    r = finetune(micro, out, "--gpu-memory", "1MiB")
+    r = finetune(tiny, out, "--gpu-memory", "1MiB")
     assert r.code == 1
     line = one_error_line(r)
     assert "training needs about" in line and "available (--gpu-memory 1MiB" in line
@@ -180,9 +167,9 @@ def test_finetune_refuses_when_nothing_fits_and_writes_nothing(micro, tmp_path):
     assert "Tokenizing" not in r.stderr  # no data read
 
 
-def test_finetune_refuses_with_the_flags_that_fit(micro, tmp_path):
+def test_finetune_refuses_with_the_flags_that_fit(tiny, tmp_path):
     out = tmp_path / "run"
-    r = finetune(micro, out, "--gpu-memory", card_for(micro, 2))
+    r = finetune(tiny, out, "--gpu-memory", card_for(tiny, 2))
     assert r.code == 1
     line = one_error_line(r)
     assert "needs about" in line and "is available" in line
@@ -193,9 +180,9 @@ def test_finetune_refuses_with_the_flags_that_fit(micro, tmp_path):
     assert not out.exists()
 
 
-def test_finetune_auto_fit_applies_accumulation_and_records_it(micro, tmp_path):
+def test_finetune_auto_fit_applies_accumulation_and_records_it(tiny, tmp_path):
     out = tmp_path / "run"
-    r = finetune(micro, out, "--gpu-memory", card_for(micro, 2), "--auto-fit")
+    r = finetune(tiny, out, "--gpu-memory", card_for(tiny, 2), "--auto-fit")
     assert r.code == 0, r.stderr
     assert "--auto-fit: --batch-size 4 --grad-accum 2" in r.stderr
     settings = yaml.safe_load((out / "config.yaml").read_text())
@@ -204,17 +191,17 @@ def test_finetune_auto_fit_applies_accumulation_and_records_it(micro, tmp_path):
     assert json.loads((out / "run.json").read_text())["status"] == "done"
 
 
-def test_finetune_that_fits_says_so_and_keeps_its_settings(micro, tmp_path):
+def test_finetune_that_fits_says_so_and_keeps_its_settings(tiny, tmp_path):
     out = tmp_path / "run"
-    r = finetune(micro, out, "--gpu-memory", "24GiB", "--auto-fit")
+    r = finetune(tiny, out, "--gpu-memory", "24GiB", "--auto-fit")
     assert r.code == 0, r.stderr
     assert "Memory: " in r.stderr and "needed of" in r.stderr
     assert yaml.safe_load((out / "config.yaml").read_text())["grad_accum"] == 1
 
 
-def test_finetune_force_skips_the_check(micro, tmp_path):
+def test_finetune_force_skips_the_check(tiny, tmp_path):
     out = tmp_path / "run"
-    r = finetune(micro, out, "--gpu-memory", "1MiB", "--force")
+    r = finetune(tiny, out, "--gpu-memory", "1MiB", "--force")
     assert r.code == 0, r.stderr
     assert "Memory check skipped (--force)" in r.stderr
     assert (out / "final" / "config.json").is_file()
@@ -227,8 +214,8 @@ def test_finetune_force_skips_the_check(micro, tmp_path):
         (["--gpu-memory", "12GiB", "--auto-fit", "--force"], "--auto-fit and --force"),
     ],
 )
-def test_finetune_memory_flag_errors(micro, tmp_path, args, needle):
-    r = finetune(micro, tmp_path / "run", *args)
+def test_finetune_memory_flag_errors(tiny, tmp_path, args, needle):
+    r = finetune(tiny, tmp_path / "run", *args)
     assert r.code == 2
     assert needle in one_error_line(r)
     assert not (tmp_path / "run").exists()

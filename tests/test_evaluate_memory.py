@@ -24,34 +24,14 @@ MRPC = FIXTURES / "glue" / "MRPC"
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A BERTCTL_HOME for this module's commands, and no GLUE_DIR or BERT_BASE_DIR."""
-    path = tmp_path_factory.mktemp("evaluate_memory_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(path))
-        mp.delenv("GLUE_DIR", raising=False)
-        mp.delenv("BERT_BASE_DIR", raising=False)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def micro(tmp_path_factory, home) -> Path:
-    """The tiny release converted to an HF-format folder."""
-    out = tmp_path_factory.mktemp("models") / "micro-bert"
-    r = cli("convert", FIXTURES / "tf" / "tiny_release", "--out", out)
-    assert r.code == 0, r.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, micro) -> Path:
+def run(tmp_path_factory, tiny) -> Path:
     """A 2-step MRPC run (eval batch 64, sequences of up to 64 tokens: the model's positions)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("runs") / "mrpc"
     try:
         r = cli(
-            "finetune", "mrpc", "--model", micro, "--data", MRPC, "--out", out,
+            "finetune", "mrpc", "--model", tiny, "--data", MRPC, "--out", out,
             "--cpu", "--threads", "1", "--batch-size", "4", "--max-steps", "2",
         )  # fmt: skip
     finally:
@@ -64,11 +44,11 @@ def last_metrics(run: Path) -> dict[str, float]:
     return json.loads((run / "metrics.json").read_text())[-1]["metrics"]
 
 
-def card_for(micro: Path, batch: int) -> int:
+def card_for(tiny: Path, batch: int) -> int:
     """A card (bytes) that just holds an evaluation batch of `batch` x 64 tokens, fp32."""
     from bertctl import modelref
 
-    config = modelref.bert_config(modelref.resolve(str(micro)))
+    config = modelref.bert_config(modelref.resolve(str(tiny)))
     return memory.estimate_inference(config, batch, 64).total + memory.CONTEXT_BYTES
 
 
@@ -128,8 +108,8 @@ def test_evaluate_refuses_a_catalogue_model_before_downloading_it(tmp_path):
     assert not home.exists() or not any(home.rglob("*.zip"))
 
 
-def test_evaluate_refuses_with_the_batch_that_fits(run, micro):
-    r = evaluate(run, "--batch-size", 4, "--gpu-memory", card_for(micro, 2))
+def test_evaluate_refuses_with_the_batch_that_fits(run, tiny):
+    r = evaluate(run, "--batch-size", 4, "--gpu-memory", card_for(tiny, 2))
     assert r.code == 1
     line = one_error_line(r)
     assert "(batch 4 x 64 tokens, fp32)" in line
@@ -142,8 +122,8 @@ def test_evaluate_refuses_with_the_batch_that_fits(run, micro):
 # Fit, pass, force
 
 
-def test_evaluate_auto_fit_applies_a_smaller_batch_and_scores(run, micro):
-    r = evaluate(run, "--batch-size", 4, "--gpu-memory", card_for(micro, 2), "--auto-fit", "--json")
+def test_evaluate_auto_fit_applies_a_smaller_batch_and_scores(run, tiny):
+    r = evaluate(run, "--batch-size", 4, "--gpu-memory", card_for(tiny, 2), "--auto-fit", "--json")
     assert r.code == 0, r.stderr
     assert "--auto-fit: --batch-size 2 (" in r.stderr
     report = json.loads(r.stdout)

@@ -21,19 +21,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-from httpserver import LoopbackServer
-
 from bertctl.fetch import download
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 def part_of(dest: Path) -> Path:

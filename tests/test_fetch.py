@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from httpserver import LoopbackServer
 
 from bertctl import fetch
 from bertctl.fetch import (
@@ -38,12 +37,6 @@ FAST = {"backoff": 0.01, "timeout": 5.0}  # tries come quickly; nothing here wai
 
 def random_bytes(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-@pytest.fixture
-def server():
-    with LoopbackServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from clirun import bertctl, one_error_line
 from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -55,31 +56,6 @@ def assert_payload_is_live(payload: Path, tmp_path: Path) -> None:
     marker = Path(handle.name)
     assert marker.exists(), "the payload did not act: the test would prove nothing"
     marker.unlink()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("safety_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(path))
-        mp.delenv("GLUE_DIR", raising=False)
-        mp.delenv("BERT_BASE_DIR", raising=False)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, home) -> Path:
-    out = tmp_path_factory.mktemp("models") / "micro-bert"
-    assert cli("convert", TINY, "--out", out).code == 0
-    return out
 
 
 @pytest.fixture(scope="module")

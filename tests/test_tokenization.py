@@ -624,11 +624,7 @@ def test_fast_equals_reference_on_arbitrary_unicode(do_lower_case, text):
     _assert_same(text, do_lower_case)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    "'slow' not in (config.getoption('markexpr') or '')",
-    reason="a long fuzzing run: select it with -m slow",
-)
+@pytest.mark.slow(reason="a long fuzzing run")
 @pytest.mark.parametrize("do_lower_case", MODES)
 @settings(max_examples=50_000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(text=ANY_TEXT)
