@@ -539,12 +539,8 @@ def safe_extract(zip_path: str | Path, dest: str | Path, inner: str | None = Non
                 with os.fdopen(fd, "wb") as out:
                     check = stream_member(zf, info, label, sink=out.write)
             except OSError as exc:
-                raise ArchiveError(
-                    f"cannot write {tmp} while extracting {inner_label}: {exc.strerror or exc}",
-                    "free some disk space or choose another destination",
-                ) from None
-            if not check.ok:
-                raise ArchiveError(check.detail, "nothing was extracted")
+                raise _write_failed(tmp, inner_label, exc) from None
+            _check_streamed(check)
             return _extract(tmp, dest, inner_label)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -596,9 +592,18 @@ def _write_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, labe
                 out.flush()
                 os.fsync(out.fileno())
     except OSError as exc:
-        raise ArchiveError(
-            f"cannot write {target} while extracting {label}: {exc.strerror or exc}",
-            "free some disk space or choose another destination",
-        ) from None
+        raise _write_failed(target, label, exc) from None
+    _check_streamed(check)
+
+
+def _write_failed(target: Path, label: str, exc: OSError) -> ArchiveError:
+    return ArchiveError(
+        f"cannot write {target} while extracting {label}: {exc.strerror or exc}",
+        "free some disk space or choose another destination",
+    )
+
+
+def _check_streamed(check: MemberCheck) -> None:
+    """Refuse a member whose bytes failed their CRC (what was written is then removed)."""
     if not check.ok:
         raise ArchiveError(check.detail, "nothing was extracted")
