@@ -225,9 +225,19 @@ def tokenizer_pool(
     return ProcessPoolExecutor(
         workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=initializer,
-        initargs=(tokenizer.vocab, tokenizer.do_lower_case),
+        initializer=_start_worker,
+        initargs=(initializer, tokenizer.vocab, tokenizer.do_lower_case),
     )
+
+
+def _start_worker(initializer: Callable[[Vocab, bool], None], vocab: Vocab, lower: bool) -> None:
+    """A worker ignores Ctrl-C: the terminal sends it to every process, and the main one stops
+    the work and says what was kept; a worker's own KeyboardInterrupt would only add a
+    traceback to that one line."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initializer(vocab, lower)
 
 
 def tokenize_chunks(

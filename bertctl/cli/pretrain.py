@@ -437,8 +437,7 @@ def run(
     }
     from bertctl.train.pretrain import resolve_settings
 
-    cfg = resolve_settings(flags, resume)
-    _check_bounds(cfg, flags)
+    cfg = resolve_settings(flags, resume)  # bounds on threads and batches included
     if nproc_per_node is not None:
         if distributed.launched():
             raise UsageError(
@@ -452,29 +451,6 @@ def run(
     summary = pretrain(cfg, ui.Reporter(), resume=resume)
     if summary.main:
         _report(summary, as_json)
-
-
-def _check_bounds(cfg, given: dict[str, Any]) -> None:
-    """Refuse thread counts and batches that could only exhaust the machine, before any work:
-    torch crashes or hangs starting 100,000 threads. A value that came from a resumed run's
-    config.yaml (its flag not given) is named by that file and key."""
-    from bertctl.errors import UsageError
-    from bertctl.memory import MAX_BATCH
-    from bertctl.train.config import check_threads
-
-    def where(key: str) -> str:
-        if given.get(key) is not None:
-            return "--" + key.replace("_", "-")
-        return f"{cfg.out}/config.yaml: {key}"
-
-    check_threads(cfg.threads, where("threads"))
-    for key in ("batch_size", "eval_batch_size"):
-        value = getattr(cfg, key)
-        if value > MAX_BATCH:
-            raise UsageError(
-                f"{where(key)} {value} is more than any BERT recipe uses",
-                f"pass at most {MAX_BATCH}",
-            )
 
 
 def _launch(

@@ -1,4 +1,9 @@
-"""Fine-tuning settings: Google's recipe as defaults, a YAML file on top, flags on top of that."""
+"""Training settings: Google's recipe as defaults, a YAML file on top, flags on top of that.
+
+One resolver for every workflow (`resolve`): the same type checks on what a settings file
+holds, the same range rules on the settings the workflows share (`TrainingConfig`), and a bad
+value that came from a file named by the file and key, not blamed on a flag never passed.
+"""
 
 from __future__ import annotations
 
@@ -47,43 +52,35 @@ def check_threads(threads: int | None, flag: str = "--threads") -> None:
 
 
 @dataclass
-class FinetuneConfig:
-    """Everything a fine-tuning run needs; saved as config.yaml in the run folder."""
+class TrainingConfig:
+    """The settings every training workflow shares, with the same defaults and rules."""
 
-    task: str = "mrpc"
-    """GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, xnli) or custom."""
     data: str | None = None
-    """Folder with train.tsv/dev.tsv/test.tsv; default $GLUE_DIR/<task folder>."""
+    """The training data: a task folder (fine-tuning) or prepared shards (pretraining)."""
     model: str | None = None
     """Catalogue name, hub:ORG/NAME, release or HF-format folder, or a previous run."""
     out: str | None = None
     """Run folder; default runs/<task>-<model>-<time>."""
-    lowercase: bool | None = None
-    """True/False to force casing; None follows the model (Google's check applies)."""
-    epochs: float = 3.0
-    """Google: 3."""
-    max_steps: int | None = None
-    """Stop after this many optimizer steps (overrides epochs), for a short run."""
     batch_size: int = 32
-    """Examples per optimizer step (Google: 32); --grad-accum splits it, it never changes it."""
-    eval_batch_size: int = 64
-    """Evaluation batch (Google: 8; the size does not change the metrics, only the speed)."""
-    lr: float = 2e-5
-    """Peak learning rate (Google's README example: 2e-5)."""
+    """Examples per optimizer step over all processes (Google: 32); --grad-accum splits it."""
     warmup: float = 0.1
     """Fraction of steps with linear warmup (Google: 0.1), then linear decay to 0."""
     weight_decay: float = 0.01
-    max_seq_length: int = 128
-    seed: int = 42
-    optimizer: str = "google"
-    """google: Google's AdamW without bias correction; adamw: torch.optim.AdamW (fused on GPU)."""
     max_grad_norm: float = 1.0
+    optimizer: str = "google"
+    """google: Google's AdamW without bias correction; see each workflow for the others."""
     precision: str = "auto"
     """auto: bf16 on a GPU that supports it, else fp32; or fp32, bf16, fp16 (GPU autocast)."""
     grad_accum: int = 1
     grad_checkpointing: bool = False
+    seed: int = 42
     device: str | None = None
-    """cpu, cuda, cuda:N; default the first GPU if any."""
+    """cpu, cuda, cuda:N; default the first GPU if any (under torchrun: the local rank's)."""
+    eval_every: int | None = None
+    """Evaluate every N steps (default: each workflow's)."""
+    keep_checkpoints: int = 2
+    threads: int | None = None
+    """CPU threads for torch; default all cores."""
     gpu_memory: str | None = None
     """Plan for a GPU of this size (e.g. 12GiB, 11.5G, 12000MB) instead of reading the free memory
     of the GPU in use; the memory check then runs on any device, the CPU included."""
@@ -91,25 +88,11 @@ class FinetuneConfig:
     """When the estimate does not fit, apply the best settings that do (see `bertctl plan`)."""
     force: bool = False
     """Skip the memory check before training."""
-    eval_every: int | None = None
-    """Evaluate every N steps; default at the end of each epoch."""
-    save_every: int | None = None
-    """Checkpoint every N steps; default at each evaluation."""
-    keep_checkpoints: int = 2
-    skip_bad_rows: bool = False
-    language: str | None = None
-    """XNLI language (Google: zh)."""
-    text_a: str | None = None
-    """custom: the text column (header name or index)."""
-    text_b: str | None = None
-    label_column: str | None = None
-    regression: bool = False
-    threads: int | None = None
-    """CPU threads for torch; default all cores."""
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    OPTIMIZERS = OPTIMIZERS  # the optimizers a workflow offers
 
     def __post_init__(self) -> None:
-        for ok, keys, message in _checks(self):
+        for ok, keys, message in self.checks():
             if not ok:
                 raise SettingError(message, keys=keys)
         if self.gpu_memory is not None:
@@ -118,25 +101,127 @@ class FinetuneConfig:
             except UsageError as exc:
                 raise SettingError(exc.message, exc.hint, keys=("gpu_memory",)) from None
 
+    def checks(self) -> list[tuple[bool, tuple[str, ...], str]]:
+        """(holds, the fields involved, the message when it does not) for every rule."""
+        return _shared_checks(self)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.pop("extra")
+        data.pop("extra", None)
         return data
 
 
-FIELDS = {f.name for f in fields(FinetuneConfig)} - {"extra"}
+@dataclass
+class FinetuneConfig(TrainingConfig):
+    """Everything a fine-tuning run needs; saved as config.yaml in the run folder."""
+
+    task: str = "mrpc"
+    """GLUE task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli, xnli) or custom."""
+    lowercase: bool | None = None
+    """True/False to force casing; None follows the model (Google's check applies)."""
+    epochs: float = 3.0
+    """Google: 3."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs), for a short run."""
+    eval_batch_size: int = 64
+    """Evaluation batch (Google: 8; the size does not change the metrics, only the speed)."""
+    lr: float = 2e-5
+    """Peak learning rate (Google's README example: 2e-5)."""
+    max_seq_length: int = 128
+    save_every: int | None = None
+    """Checkpoint every N steps; default at each evaluation (default: each epoch's end)."""
+    skip_bad_rows: bool = False
+    language: str | None = None
+    """XNLI language (Google: zh)."""
+    text_a: str | None = None
+    """custom: the text column (header name or index)."""
+    text_b: str | None = None
+    label_column: str | None = None
+    regression: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def checks(self) -> list[tuple[bool, tuple[str, ...], str]]:
+        return [*super().checks(), *_finetune_checks(self)]
 
 
-def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
-    """(holds, the fields involved, the message when it does not) for every rule on settings.
+@dataclass
+class PretrainConfig(TrainingConfig):
+    """Everything a pretraining run needs; saved as config.yaml in the run folder."""
+
+    bert_config: str | None = None
+    """Start from scratch with this architecture (bert_config.json or config.json): --config."""
+    vocab: str | None = None
+    """From scratch: the vocab.txt the data was prepared with (default: the bundled uncased one,
+    when it is that vocab)."""
+    steps: int | None = None
+    """Optimizer steps (Google: 100,000); default one pass over the training instances."""
+    lr: float | None = None
+    """Peak learning rate; default 5e-5 from scratch, 2e-5 continuing (x20 with LAMB)."""
+    dynamic_masking: bool = False
+    """Mask every instance anew each epoch after the first (RoBERTa), with Google's rules."""
+    save_every: int = 1000
+    """Checkpoint every N steps (Google: 1,000) and at the end."""
+    eval_batches: int = 100
+    """Evaluation batches (Google: 100)."""
+    eval_batch_size: int = 8
+    """Instances per evaluation batch (Google: 8)."""
+    holdout: int = 0
+    """Evaluate on the last N instances and train on the others; 0: evaluate on the training
+    data, as Google's demo does."""
+
+    OPTIMIZERS = ("google", "lamb")  # lamb: LAMB, for large batches
+
+    def checks(self) -> list[tuple[bool, tuple[str, ...], str]]:
+        return [*super().checks(), *_pretrain_checks(self)]
+
+
+def _pretrain_checks(c: PretrainConfig) -> list[tuple[bool, tuple[str, ...], str]]:
+    return [
+        (
+            c.model is None or c.bert_config is None,
+            ("model", "bert_config"),
+            "--model and --config both given: pass --model to continue from a model, or "
+            "--config to start from scratch",
+        ),
+        (c.steps is None or c.steps > 0, ("steps",), "--steps must be positive"),
+        (
+            c.lr is None or (math.isfinite(c.lr) and c.lr > 0),
+            ("lr",),
+            "--lr must be positive",
+        ),
+        (
+            0 <= c.warmup < 1 or (math.isfinite(c.warmup) and float(c.warmup).is_integer()),
+            ("warmup",),
+            "--warmup is a fraction of the steps (below 1) or a whole number of steps",
+        ),
+        (c.save_every >= 1, ("save_every",), "--save-every must be at least 1"),
+        (c.eval_batches >= 0, ("eval_batches",), "--eval-batches must be 0 or more"),
+        (c.eval_batch_size >= 1, ("eval_batch_size",), "--eval-batch-size must be at least 1"),
+        (
+            c.eval_batch_size <= MAX_BATCH,
+            ("eval_batch_size",),
+            f"--eval-batch-size must be at most {MAX_BATCH}",
+        ),
+        (c.holdout >= 0, ("holdout",), "--holdout must be 0 or more"),
+    ]
+
+
+def field_names(cls: type[TrainingConfig]) -> set[str]:
+    """The settings of a workflow: the keys its config.yaml and --config file may hold."""
+    return {f.name for f in fields(cls)} - {"extra"}
+
+
+FIELDS = field_names(FinetuneConfig)
+
+
+def _shared_checks(c: TrainingConfig) -> list[tuple[bool, tuple[str, ...], str]]:
+    """The rules on the settings every workflow shares.
 
     Messages name flags, as most settings come from flags; `resolve` rewrites them for a value
     that came from a settings file (see `_blame_file`)."""
     finite = math.isfinite
     threads = thread_limit()
     return [
-        (finite(c.epochs) and c.epochs > 0, ("epochs",), "--epochs must be positive"),
-        (c.max_steps is None or c.max_steps > 0, ("max_steps",), "--max-steps must be positive"),
         (c.batch_size > 0, ("batch_size",), "--batch-size must be positive"),
         # The search for settings that fit, and the data loader, work per example of a batch;
         # no BERT recipe goes beyond 65,536 (LAMB's), so a larger value is a typo.
@@ -145,14 +230,6 @@ def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
             ("batch_size",),
             f"--batch-size must be at most {MAX_BATCH}",
         ),
-        (c.eval_batch_size > 0, ("eval_batch_size",), "eval_batch_size must be positive"),
-        (
-            c.eval_batch_size <= MAX_BATCH,
-            ("eval_batch_size",),
-            f"eval_batch_size must be at most {MAX_BATCH}",
-        ),
-        (finite(c.lr) and c.lr > 0, ("lr",), "--lr must be positive"),
-        (0 <= c.warmup < 1, ("warmup",), "--warmup is a fraction of the steps, in [0, 1)"),
         (
             finite(c.weight_decay) and c.weight_decay >= 0,
             ("weight_decay",),
@@ -176,6 +253,45 @@ def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
             "--eval-every must be at least 1",
         ),
         (
+            c.precision in PRECISIONS,
+            ("precision",),
+            f"--precision must be one of {', '.join(PRECISIONS)}",
+        ),
+        (
+            c.optimizer in c.OPTIMIZERS,
+            ("optimizer",),
+            f"--optimizer must be one of {', '.join(c.OPTIMIZERS)}",
+        ),
+        (c.grad_accum >= 1, ("grad_accum",), "--grad-accum must be at least 1"),
+        (
+            c.grad_accum < 1 or c.batch_size % c.grad_accum == 0,
+            ("batch_size", "grad_accum"),
+            f"--batch-size {c.batch_size} does not split into --grad-accum {c.grad_accum} "
+            f"micro-batches: pass a multiple of {c.grad_accum}",
+        ),
+        (c.keep_checkpoints >= 1, ("keep_checkpoints",), "keep_checkpoints must be at least 1"),
+        (
+            not (c.auto_fit and c.force),
+            ("auto_fit", "force"),
+            "--auto-fit and --force both given; pass one",
+        ),
+    ]
+
+
+def _finetune_checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
+    finite = math.isfinite
+    return [
+        (finite(c.epochs) and c.epochs > 0, ("epochs",), "--epochs must be positive"),
+        (c.max_steps is None or c.max_steps > 0, ("max_steps",), "--max-steps must be positive"),
+        (c.eval_batch_size > 0, ("eval_batch_size",), "eval_batch_size must be positive"),
+        (
+            c.eval_batch_size <= MAX_BATCH,
+            ("eval_batch_size",),
+            f"eval_batch_size must be at most {MAX_BATCH}",
+        ),
+        (finite(c.lr) and c.lr > 0, ("lr",), "--lr must be positive"),
+        (0 <= c.warmup < 1, ("warmup",), "--warmup is a fraction of the steps, in [0, 1)"),
+        (
             c.save_every is None or c.save_every >= 1,
             ("save_every",),
             "--save-every must be at least 1",
@@ -184,28 +300,6 @@ def _checks(c: FinetuneConfig) -> list[tuple[bool, tuple[str, ...], str]]:
             3 <= c.max_seq_length <= 8192,
             ("max_seq_length",),
             "--max-seq-length must be between 3 and 8192",
-        ),
-        (
-            c.precision in PRECISIONS,
-            ("precision",),
-            f"--precision must be one of {', '.join(PRECISIONS)}",
-        ),
-        (
-            c.optimizer in OPTIMIZERS,
-            ("optimizer",),
-            f"--optimizer must be one of {', '.join(OPTIMIZERS)}",
-        ),
-        (c.grad_accum >= 1, ("grad_accum",), "--grad-accum must be at least 1"),
-        (
-            c.grad_accum < 1 or c.batch_size % c.grad_accum == 0,
-            ("batch_size", "grad_accum"),
-            "--batch-size must be a multiple of --grad-accum",
-        ),
-        (c.keep_checkpoints >= 1, ("keep_checkpoints",), "keep_checkpoints must be at least 1"),
-        (
-            not (c.auto_fit and c.force),
-            ("auto_fit", "force"),
-            "--auto-fit and --force both given; pass one",
         ),
     ]
 
@@ -282,26 +376,42 @@ def load_mapping(path: Path, hint: str = "pass a YAML file of settings to --conf
     return raw
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    """A YAML mapping of FinetuneConfig fields (dashes or underscores), unknown keys refused."""
-    raw = load_mapping(path)
+def read_yaml(
+    path: Path,
+    cls: type[TrainingConfig] = FinetuneConfig,
+    hint: str = "pass a YAML file of settings to --config",
+) -> dict[str, Any]:
+    """A YAML mapping of `cls` fields (dashes or underscores), unknown keys refused."""
+    raw = load_mapping(path, hint)
+    known = field_names(cls)
     out = {}
     for key, value in raw.items():
         name = str(key).replace("-", "_")
-        if name not in FIELDS:
+        if name not in known:
             import difflib
 
-            close = difflib.get_close_matches(name, sorted(FIELDS), n=1)
+            close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = (
-                f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(FIELDS))}"
+                f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
             )
             raise BertctlError(f"{path}: unknown setting {key!r}", hint)
         out[name] = value
     return out
 
 
-def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConfig, set[str]]:
+def resolve(
+    yaml_path: Path | None,
+    flags: dict[str, Any],
+    cls: type[TrainingConfig] = FinetuneConfig,
+    *,
+    hint: str = "pass a YAML file of settings to --config",
+    exclusive: tuple[tuple[str, str], ...] = (),
+) -> tuple[Any, set[str]]:
     """Built-in defaults < YAML file < flags given on the command line (None means not given).
+
+    Every workflow's settings come through here: `cls` is its config class, `hint` what to pass
+    when the file is wrong, and `exclusive` pairs of settings of which a flag for one drops the
+    other from the file (pretraining's --model and --config).
 
     Returns the config and the names the user set, so defaults that depend on the model
     (`small_model_defaults`) never override a choice the user made.
@@ -309,12 +419,16 @@ def resolve(yaml_path: Path | None, flags: dict[str, Any]) -> tuple[FinetuneConf
     from_file: dict[str, Any] = {}
     if yaml_path is not None:
         # `key:` with no value (null) leaves the setting at its default, as leaving it out does
-        raw = read_yaml(yaml_path)
-        from_file = {k: _coerce(k, v, yaml_path) for k, v in raw.items() if v is not None}
+        raw = read_yaml(yaml_path, cls, hint)
+        from_file = {k: _coerce(cls, k, v, yaml_path) for k, v in raw.items() if v is not None}
     given = {k: v for k, v in flags.items() if v is not None}
+    for pair in exclusive:
+        for mine, other in (pair, pair[::-1]):
+            if mine in given:
+                from_file.pop(other, None)
     values = {**from_file, **given}
     try:
-        return FinetuneConfig(**values), set(values)
+        return cls(**values), set(values)
     except TypeError as exc:
         where = yaml_path or "the flags"
         raise BertctlError(f"bad settings: {exc}", f"check the types in {where}") from None
@@ -343,16 +457,19 @@ def _blame_file(
 _NO_FLAG = {"eval_batch_size", "weight_decay", "max_grad_norm", "keep_checkpoints", "extra"}
 
 
+# Settings whose flag is not --<name with dashes>.
+_FLAG_NAMES = {"bert_config": "--config"}
+
+
 def _flag(key: str) -> str:
+    if key in _FLAG_NAMES:
+        return _FLAG_NAMES[key]
     return key if key in _NO_FLAG else "--" + key.replace("_", "-")
 
 
-_KINDS = {f.name: f.type for f in fields(FinetuneConfig)}
-
-
-def _coerce(name: str, value: Any, source: Path) -> Any:
+def _coerce(cls: type[TrainingConfig], name: str, value: Any, source: Path) -> Any:
     """YAML reads 2e-5 as a string and 3 as an int; give each setting its declared type."""
-    kind = str(_KINDS[name])
+    kind = str(next(f.type for f in fields(cls) if f.name == name))
     if value is None:
         return None
     try:

@@ -47,7 +47,6 @@ checkpoints; the final model. Google's run_pretraining.py recipe, written afresh
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import random
@@ -74,12 +73,10 @@ from bertctl.pretraining_data import (
 )
 from bertctl.tokenization import Tokenizer, Vocab
 from bertctl.train import distributed, loop, runs
-from bertctl.train.config import load_mapping
+from bertctl.train.config import PretrainConfig, field_names, resolve
 from bertctl.train.distributed import World
 from bertctl.train.encoder import encode
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-OPTIMIZERS = ("google", "lamb")
 SETTINGS = "config.yaml"
 METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
 
@@ -89,113 +86,15 @@ METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "ne
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class PretrainConfig:
-    """Everything a pretraining run needs; saved as config.yaml in the run folder."""
-
-    data: str | None = None
-    """Folder made by `bertctl pretrain prepare`."""
-    model: str | None = None
-    """Continue from: catalogue name, hub:ORG/NAME, release, HF-format folder or a previous run."""
-    bert_config: str | None = None
-    """Start from scratch with this architecture (bert_config.json or config.json): --config."""
-    vocab: str | None = None
-    """From scratch: the vocab.txt the data was prepared with (default: the bundled uncased one,
-    when it is that vocab)."""
-    out: str | None = None
-    """Run folder; default runs/pretrain-<model>-<time>."""
-    steps: int | None = None
-    """Optimizer steps (Google: 100,000); default one pass over the training instances."""
-    batch_size: int = 32
-    """Instances per optimizer step over all processes (Google: 32)."""
-    lr: float | None = None
-    """Peak learning rate; default 5e-5 from scratch, 2e-5 continuing (x20 with LAMB)."""
-    warmup: float = 0.1
-    """Warmup: a fraction of the steps when below 1, else a number of steps (Google: 10,000 of
-    100,000)."""
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    optimizer: str = "google"
-    """google: Google's AdamW without bias correction; lamb: LAMB, for large batches."""
-    precision: str = "auto"
-    """auto: bf16 on a GPU that supports it, else fp32; or fp32, bf16, fp16 (GPU autocast)."""
-    grad_accum: int = 1
-    """Micro-batches per optimizer step in each process; the batch stays --batch-size."""
-    grad_checkpointing: bool = False
-    dynamic_masking: bool = False
-    """Mask every instance anew each epoch after the first (RoBERTa), with Google's rules."""
-    seed: int = 42
-    device: str | None = None
-    """cpu, cuda, cuda:N; default the first GPU if any (under torchrun: the local rank's)."""
-    save_every: int = 1000
-    """Checkpoint every N steps (Google: 1,000) and at the end."""
-    eval_every: int | None = None
-    """Evaluate every N steps; default only at the end (as Google's run_pretraining.py)."""
-    eval_batches: int = 100
-    """Evaluation batches (Google: 100)."""
-    eval_batch_size: int = 8
-    """Instances per evaluation batch (Google: 8)."""
-    holdout: int = 0
-    """Evaluate on the last N instances and train on the others; 0: evaluate on the training
-    data, as Google's demo does."""
-    keep_checkpoints: int = 2
-    threads: int | None = None
-    """CPU threads for torch; default all cores."""
-    gpu_memory: str | None = None
-    """Check memory against a GPU of this size (e.g. 12GiB) instead of the free memory."""
-    auto_fit: bool = False
-    """When the memory estimate does not fit, apply the best settings that do."""
-    force: bool = False
-    """Skip the memory check."""
-
-    def __post_init__(self) -> None:
-        if self.model is not None and self.bert_config is not None:
-            raise UsageError(
-                "--model and --config both given",
-                "pass --model to continue from a model, or --config to start from scratch",
-            )
-        checks = [
-            (self.steps is None or self.steps > 0, "--steps must be positive"),
-            (self.batch_size > 0, "--batch-size must be positive"),
-            (self.lr is None or self.lr > 0, "--lr must be positive"),
-            (
-                0 <= self.warmup < 1 or float(self.warmup).is_integer(),
-                "--warmup is a fraction of the steps (below 1) or a whole number of steps",
-            ),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
-            (self.max_grad_norm > 0, "--max-grad-norm must be positive"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.save_every >= 1, "--save-every must be at least 1"),
-            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be positive"),
-            (self.eval_batches >= 0, "--eval-batches must be 0 or more"),
-            (self.eval_batch_size >= 1, "--eval-batch-size must be at least 1"),
-            (self.holdout >= 0, "--holdout must be 0 or more"),
-            (self.keep_checkpoints >= 1, "--keep-checkpoints must be at least 1"),
-            (self.threads is None or self.threads >= 1, "--threads must be at least 1"),
-            (not (self.auto_fit and self.force), "--auto-fit and --force both given; pass one"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
-        if self.gpu_memory is not None:
-            from bertctl.memory import parse_size
-
-            parse_size(self.gpu_memory, "--gpu-memory")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-FIELDS = {f.name for f in fields(PretrainConfig)}
+FIELDS = field_names(PretrainConfig)
 # Settings whose command-line flag is not --<name with dashes>.
 FLAG_NAMES = {"bert_config": "--config"}
 
 
 def resolve_settings(flags: dict[str, Any], resume: bool) -> PretrainConfig:
-    """Built-in defaults < the run's own config.yaml (with --resume) < flags given (not None)."""
-    values: dict[str, Any] = {}
+    """Built-in defaults < the run's own config.yaml (with --resume) < flags given (not None),
+    through the resolver fine-tuning uses: the same type checks and file-and-key messages."""
+    path = None
     if resume:
         if not flags.get("out"):
             raise UsageError("--resume needs --out", "pass the folder of the run to continue")
@@ -204,34 +103,31 @@ def resolve_settings(flags: dict[str, Any], resume: bool) -> PretrainConfig:
             raise BertctlError(
                 f"--resume: {path} not found", "pass the --out folder of a `pretrain run`"
             )
-        saved = load_mapping(path, "pass the --out folder of a `bertctl pretrain run`")
-        unknown = set(map(str, saved)) - FIELDS
-        if unknown:
-            raise BertctlError(
-                f"{path} is not the settings of a pretraining run (unknown keys: "
-                f"{', '.join(sorted(unknown))})",
-                "pass the --out folder of a `bertctl pretrain run`",
-            )
-        values.update(saved)
-    given = {k: v for k, v in flags.items() if v is not None}
-    if "model" in given:
-        values.pop("bert_config", None)
-    if "bert_config" in given:
-        values.pop("model", None)
-    values.update(given)
-    try:
-        return PretrainConfig(**values)
-    except TypeError as exc:  # a value of the wrong type in the run's config.yaml
-        raise BertctlError(
-            f"{Path(flags['out']) / SETTINGS if resume else 'settings'}: {exc}",
-            "restore the run's config.yaml, or start a new --out",
-        ) from None
+    cfg, _ = resolve(
+        path,
+        flags,
+        PretrainConfig,
+        hint="pass the --out folder of a `bertctl pretrain run`",
+        exclusive=(("model", "bert_config"),),
+    )
+    return cfg
+
+
+# The command line reads: what to train, where to, how long, then how, then when.
+_ARG_ORDER = (
+    *("model", "bert_config", "vocab", "out", "steps", "batch_size", "lr", "warmup"),
+    *("weight_decay", "max_grad_norm", "optimizer", "precision", "grad_accum"),
+    *("grad_checkpointing", "dynamic_masking", "seed", "device", "save_every", "eval_every"),
+)
 
 
 def to_args(cfg: PretrainConfig) -> list[str]:
     """Command-line arguments for `bertctl pretrain run` that rebuild `cfg` (for torchrun)."""
     args = [str(cfg.data)] if cfg.data else []
-    for f in fields(PretrainConfig):
+    by_name = {f.name: f for f in fields(PretrainConfig)}
+    names = [*_ARG_ORDER, *(name for name in by_name if name not in _ARG_ORDER)]
+    for name in names:
+        f = by_name[name]
         value = getattr(cfg, f.name)
         if f.name == "data" or value is None or value is False or value == f.default:
             continue
