@@ -32,7 +32,7 @@ def finetune(
             "default $BERT_BASE_DIR, else base-uncased.",
         ),
     ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Run folder.")] = None,
+    out: options.Out = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML file of settings (flags win over it).")
     ] = None,
@@ -47,7 +47,7 @@ def finetune(
     max_seq_length: Annotated[
         int | None, typer.Option("--max-seq-length", help="Google: 128.")
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
+    seed: options.Seed = None,
     seeds: Annotated[
         str | None,
         typer.Option("--seeds", help="Comma-separated seeds: one run each, then mean ± std."),
@@ -55,62 +55,28 @@ def finetune(
     warmup: Annotated[
         float | None, typer.Option("--warmup", help="Warmup fraction; Google: 0.1.")
     ] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
-    ] = None,
-    grad_accum: Annotated[
-        int | None, typer.Option("--grad-accum", help="Split each batch into N micro-batches.")
-    ] = None,
-    grad_checkpointing: Annotated[
-        bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing")
-    ] = None,
+    precision: options.Precision = None,
+    grad_accum: options.GradAccum = None,
+    grad_checkpointing: options.GradCheckpointing = None,
     optimizer: Annotated[
         str | None,
         typer.Option(
             "--optimizer", help="google (exact, no bias correction) or adamw (torch, fused on GPU)."
         ),
     ] = None,
-    gpu: Annotated[int | None, typer.Option("--gpu", help="GPU index.")] = None,
-    gpu_memory: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu-memory",
-            metavar="SIZE",
-            help="Check memory against a GPU of SIZE (12GiB, 11.5G, 12000MB) instead of the "
-            "free memory of the GPU in use; works on the CPU too.",
-        ),
-    ] = None,
-    auto_fit: Annotated[
-        bool | None,
-        typer.Option(
-            "--auto-fit", help="If the estimate does not fit, apply the best settings that do."
-        ),
-    ] = None,
-    force: Annotated[
-        bool | None, typer.Option("--force", help="Skip the memory check before training.")
-    ] = None,
-    cpu: Annotated[
-        bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")
-    ] = False,
+    gpu: options.Gpu = None,
+    gpu_memory: options.GpuMemory = None,
+    auto_fit: options.TrainAutoFit = None,
+    force: options.TrainForce = None,
+    cpu: options.Cpu = False,
     cased: Annotated[
         bool | None,
         typer.Option("--cased/--uncased", help="Default: follow the model.", show_default=False),
     ] = None,
-    eval_every: Annotated[
-        int | None, typer.Option("--eval-every", help="Evaluate every N steps.")
-    ] = None,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", help="Checkpoint every N steps.")
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue the run in --out, with its settings (flags win over them)."
-        ),
-    ] = False,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
-    ] = None,
+    eval_every: options.EvalEvery = None,
+    save_every: options.SaveEvery = None,
+    resume: options.Resume = False,
+    threads: options.Threads = None,
     skip_bad_rows: Annotated[
         bool | None, typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.")
     ] = None,
@@ -134,7 +100,7 @@ def finetune(
     node_rank: options.NodeRank = 0,
     master_addr: options.MasterAddr = None,
     master_port: options.MasterPort = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: options.Json = False,
 ) -> None:
     """Fine-tune and evaluate on a GLUE-format task with Google's recipe.
 

@@ -59,3 +59,53 @@ MasterPort = Annotated[
     int | None,
     typer.Option("--master-port", help="Its port; 29500.", rich_help_panel="Scale out"),
 ]
+
+
+# The training flags `finetune` and `pretrain run` share: one definition, one behaviour.
+Out = Annotated[str | None, typer.Option("--out", "-o", metavar="DIR", help="Run folder.")]
+Gpu = Annotated[int | None, typer.Option("--gpu", help="GPU index.")]
+Cpu = Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")]
+Seed = Annotated[int | None, typer.Option("--seed", help="Data order, dropout and new weights.")]
+Precision = Annotated[
+    str | None, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
+]
+GradAccum = Annotated[
+    int | None,
+    typer.Option("--grad-accum", help="Split each process's batch into N micro-batches."),
+]
+GradCheckpointing = Annotated[
+    bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing")
+]
+Threads = Annotated[
+    int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
+]
+SaveEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--save-every",
+        help="Checkpoint every N steps; default: fine-tuning at each evaluation, pretraining 1000.",
+    ),
+]
+EvalEvery = Annotated[
+    int | None,
+    typer.Option(
+        "--eval-every",
+        help="Evaluate every N steps; default: fine-tuning each epoch, pretraining at the end.",
+    ),
+]
+TrainAutoFit = Annotated[
+    bool | None,
+    typer.Option(
+        "--auto-fit", help="If the estimate does not fit, apply the best settings that do."
+    ),
+]
+TrainForce = Annotated[
+    bool | None, typer.Option("--force", help="Skip the memory check before training.")
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Continue the run in --out with its settings (flags win over them)."
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]

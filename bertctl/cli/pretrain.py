@@ -266,10 +266,7 @@ def run(
             help="With --config: the vocab.txt the data was prepared with (default: bundled).",
         ),
     ] = None,
-    out: Annotated[
-        str | None,
-        typer.Option("--out", "-o", metavar="DIR", help="Run folder.", show_default=False),
-    ] = None,
+    out: options.Out = None,
     steps: Annotated[
         int | None,
         typer.Option(
@@ -301,16 +298,9 @@ def run(
         str | None,
         typer.Option("--optimizer", help="google (AdamW, no bias correction) or lamb."),
     ] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
-    ] = None,
-    grad_accum: Annotated[
-        int | None,
-        typer.Option("--grad-accum", help="Split each process's batch into N micro-batches."),
-    ] = None,
-    grad_checkpointing: Annotated[
-        bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing")
-    ] = None,
+    precision: options.Precision = None,
+    grad_accum: options.GradAccum = None,
+    grad_checkpointing: options.GradCheckpointing = None,
     dynamic_masking: Annotated[
         bool | None,
         typer.Option(
@@ -319,17 +309,11 @@ def run(
             show_default=False,
         ),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Data order and dropout.")] = None,
-    gpu: Annotated[int | None, typer.Option("--gpu", help="GPU index.")] = None,
-    cpu: Annotated[
-        bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")
-    ] = False,
-    save_every: Annotated[
-        int | None, typer.Option("--save-every", help="Checkpoint every N steps; 1000.")
-    ] = None,
-    eval_every: Annotated[
-        int | None, typer.Option("--eval-every", help="Evaluate every N steps; default at the end.")
-    ] = None,
+    seed: options.Seed = None,
+    gpu: options.Gpu = None,
+    cpu: options.Cpu = False,
+    save_every: options.SaveEvery = None,
+    eval_every: options.EvalEvery = None,
     eval_batches: Annotated[
         int | None, typer.Option("--eval-batches", help="Evaluation batches; Google: 100.")
     ] = None,
@@ -348,36 +332,17 @@ def run(
     keep_checkpoints: Annotated[
         int | None, typer.Option("--keep-checkpoints", help="Checkpoints kept; 2.")
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
-    ] = None,
-    gpu_memory: Annotated[
-        str | None,
-        typer.Option(
-            "--gpu-memory",
-            metavar="SIZE",
-            help="Check memory against a GPU of SIZE (12GiB) instead of the free memory.",
-        ),
-    ] = None,
-    auto_fit: Annotated[
-        bool | None,
-        typer.Option("--auto-fit", help="If the estimate does not fit, apply settings that do."),
-    ] = None,
-    force: Annotated[
-        bool | None, typer.Option("--force", help="Skip the memory check before training.")
-    ] = None,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume", help="Continue the run in --out with its settings (flags win over them)."
-        ),
-    ] = False,
+    threads: options.Threads = None,
+    gpu_memory: options.GpuMemory = None,
+    auto_fit: options.TrainAutoFit = None,
+    force: options.TrainForce = None,
+    resume: options.Resume = False,
     nproc_per_node: options.NprocPerNode = None,
     nnodes: options.Nnodes = 1,
     node_rank: options.NodeRank = 0,
     master_addr: options.MasterAddr = None,
     master_port: options.MasterPort = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: options.Json = False,
 ) -> None:
     """Pretrain with Google's recipe: masked LM + next sentence prediction on prepared shards.
 
