@@ -623,3 +623,23 @@ def test_the_real_small_bert_overfits_sample_text_as_in_googles_demo(
     history = json.loads((out / "metrics.json").read_text())
     first = history[0]["metrics"]["masked_lm_accuracy"]
     assert first < metrics["masked_lm_accuracy"]  # it learnt: the heads started from nothing
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("batch_size: 0", "batch_size is 0 (--batch-size must be positive)"),
+        ("lr: yes", "lr must be float, got True"),
+        ("holdout: -1", "holdout is -1 (--holdout must be 0 or more)"),
+    ],
+)
+def test_a_bad_value_in_a_resumed_pretraining_config_names_the_file_and_key(
+    tmp_path, line, words
+):
+    """Pretraining's settings go through fine-tuning's resolver: a value of the wrong type or
+    out of range in the run's config.yaml is named by file and key, not blamed on a flag."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(f"data: {tmp_path / 'data'}\n{line}\n")
+    error = one_error_line(cli("pretrain", "run", "--out", run, "--resume"))
+    assert error.startswith(f"error: {run / 'config.yaml'}: {words}"), error

@@ -478,6 +478,8 @@ def _coerce(cls: type[TrainingConfig], name: str, value: Any, source: Path) -> A
         if isinstance(value, (list, dict, bytes)):
             raise TypeError
         if kind.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError  # `lr: yes` would read as 1.0
             return float(value)
         if kind.startswith("int"):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
