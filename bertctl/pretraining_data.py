@@ -317,10 +317,6 @@ class Vocabulary:
         self.random_words = [vocab.ids[t] for t in dict.fromkeys(vocab.tokens)]
 
 
-# The old private names, while train/pretrain.py still imports them (to go once it does not).
-_Vocabulary = Vocabulary
-
-
 class _Instances:
     """A growing list of instances, with the counters of the statistics pass."""
 
@@ -404,9 +400,6 @@ def mask_tokens(
     counts["masked_random"] += replaced
     positions = sorted(chosen)
     return output, positions, [ids[i] for i in positions]
-
-
-_mask = mask_tokens  # the old private name (see _Vocabulary)
 
 
 def _document_instances(

@@ -56,11 +56,7 @@ def SLOW(test):
         suppress_health_check=list(HealthCheck),
         database=None,  # a campaign explores afresh instead of replaying old failures only
     )(test)
-    test = pytest.mark.skipif(
-        "'slow' not in (config.getoption('markexpr') or '')",
-        reason="a 10,000-example fuzzing campaign: select it with -m slow",
-    )(test)
-    return pytest.mark.slow(test)
+    return pytest.mark.slow(reason="a 10,000-example fuzzing campaign")(test)  # see conftest
 
 
 class Hang(AssertionError):

@@ -3,6 +3,7 @@ byte for byte, and is learnable but not trivial for a word-overlap baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import sys
@@ -59,7 +60,7 @@ def test_preset_loads_and_yields_the_values_written_in_it(path):
     cfg, explicit = resolve(path, {})
     written = yaml.safe_load(path.read_text(encoding="utf-8"))
     assert written, "the preset sets something"
-    kinds = {name: str(kind) for name, kind in FinetuneConfig.__annotations__.items()}
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(FinetuneConfig)}
     for key, value in written.items():
         name = key.replace("-", "_")
         assert name in FIELDS

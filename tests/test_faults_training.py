@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 
 import pytest
-from clirun import Result, bertctl, one_error_line
+from clirun import Result, one_error_line
 from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, tiny: conftest.py
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MRPC = FIXTURES / "glue" / "MRPC"
@@ -40,30 +41,12 @@ def ok(result: Result) -> Result:
     return result
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults_home")
+def home(home):
+    """conftest's module home, with matplotlib's cache in it too."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(path))
-        mp.setenv("MPLCONFIGDIR", str(path / "matplotlib"))
-        mp.delenv("GLUE_DIR", raising=False)
-        mp.delenv("BERT_BASE_DIR", raising=False)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, home) -> Path:
-    out = tmp_path_factory.mktemp("models") / "micro-bert"
-    assert bertctl("convert", str(FIXTURES / "tf" / "tiny_release"), "--out", str(out)).code == 0
-    return out
+        mp.setenv("MPLCONFIGDIR", str(home / "matplotlib"))
+        yield home
 
 
 # --------------------------------------------------------------------------------------------

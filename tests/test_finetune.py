@@ -23,6 +23,7 @@ from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, home, tiny: conftest.py
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GLUE = FIXTURES / "glue"
@@ -38,35 +39,6 @@ def ok(result: Result) -> Result:
 def train(task: str, data: Path, model: Path, out: Path, *extra: object) -> Result:
     """A short fine-tuning run on the CPU, which must succeed."""
     return ok(cli("finetune", task, "--data", data, "--model", model, "--out", out, *FAST, *extra))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: a 2-core machine shared with other work runs tiny models fastest so,
-    and runs in this process and in subprocesses compute alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A BERTCTL_HOME for the module-wide runs (the per-test one comes later)."""
-    path = tmp_path_factory.mktemp("finetune_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(path))
-        mp.delenv("GLUE_DIR", raising=False)
-        mp.delenv("BERT_BASE_DIR", raising=False)
-        yield path
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory, home) -> Path:
-    """The tiny release converted to an HF-format folder, as a user would convert it."""
-    out = tmp_path_factory.mktemp("models") / "micro-bert"
-    ok(bertctl("convert", FIXTURES / "tf" / "tiny_release", "--out", out))
-    return out
 
 
 @pytest.fixture(scope="module")

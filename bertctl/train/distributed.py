@@ -209,11 +209,26 @@ def without_launch_flags(args: Sequence[str]) -> list[str]:
     return kept
 
 
+def pick_device(spec: str | None):
+    """--gpu N / --cpu / default: the first GPU if there is one."""
+    import torch
+
+    if spec:
+        device = torch.device(spec)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BertctlError(f"--gpu asked for {spec}, but no CUDA GPU is visible", "pass --cpu")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise BertctlError(
+                f"{spec}: only {torch.cuda.device_count()} GPU(s) visible",
+                f"pass --gpu 0..{torch.cuda.device_count() - 1}",
+            )
+        return device
+    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+
+
 def run_device(spec: str | None, world: World):
     """--gpu N / --cpu / default; under torchrun each process takes the GPU of its local rank."""
     import torch
-
-    from bertctl.train.finetune import pick_device
 
     if world.distributed and spec != "cpu" and torch.cuda.is_available():
         if world.local_rank >= torch.cuda.device_count():

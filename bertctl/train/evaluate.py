@@ -25,7 +25,7 @@ import torch
 from bertctl import glue, memory, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
-from bertctl.train import preflight
+from bertctl.train import distributed, preflight
 from bertctl.train.config import FinetuneConfig, resolve
 from bertctl.train.finetune import (
     check_seq_length,
@@ -33,7 +33,6 @@ from bertctl.train.finetune import (
     evaluate_features,
     make_task,
     own_memory,
-    pick_device,
     pick_precision,
     score_split,
 )
@@ -202,7 +201,7 @@ def load(
     settings = run_config(run) if run is not None else None
     the_task = _task(task, run, settings)
     data_dir = _data_dir(the_task, data, settings)
-    torch_device = pick_device(device)
+    torch_device = distributed.pick_device(device)
     pick_precision(precision, torch_device)  # a precision this device cannot run is refused first
     model_spec = str(run) if run is not None else spec
     batch_size = batch_size or (settings.eval_batch_size if settings else DEFAULT_BATCH_SIZE)

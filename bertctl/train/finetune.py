@@ -38,21 +38,6 @@ class RunSummary:
     main: bool = True  # False in the processes torchrun started besides rank 0: they print nothing
 
 
-def pick_device(spec: str | None) -> torch.device:
-    """--gpu N / --cpu / default: the first GPU if there is one."""
-    if spec:
-        device = torch.device(spec)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise BertctlError(f"--gpu asked for {spec}, but no CUDA GPU is visible", "pass --cpu")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise BertctlError(
-                f"{spec}: only {torch.cuda.device_count()} GPU(s) visible",
-                f"pass --gpu 0..{torch.cuda.device_count() - 1}",
-            )
-        return device
-    return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-
-
 def pick_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32. `auto` is bf16 on GPUs that support it."""
     if device.type != "cuda":

@@ -33,7 +33,7 @@ checkpoints; the final model. Google's run_pretraining.py recipe, written afresh
   the generators between steps.
 * **Dynamic masking** (`--dynamic-masking`, RoBERTa's improvement): epoch 0 trains on the masks
   `prepare` wrote; each later epoch masks every instance anew with Google's rules (bertctl.
-  pretraining_data's `_mask`), from the original ids (the stored masked_lm_ids put back at their
+  pretraining_data's `mask_tokens`), from the original ids (the stored masked_lm_ids put back at their
   positions) and a generator seeded by (seed, epoch, instance).
 * **Evaluation** with Google's metric names (masked_lm_accuracy, masked_lm_loss,
   next_sentence_accuracy, next_sentence_loss): by default on the first `--eval-batches` ×
@@ -60,14 +60,14 @@ import numpy as np
 import torch
 import yaml
 
-from bertctl import memory, paths, store
+from bertctl import memory, outputs, paths
 from bertctl.errors import BertctlError, UsageError
 from bertctl.pretraining_data import (
     PrepareConfig,
     PretrainingDataset,
-    _mask,
-    _Vocabulary,
+    Vocabulary,
     derive_seed,
+    mask_tokens,
     open_shards,
     vocab_sha256,
 )
@@ -197,7 +197,7 @@ def remask(
     epochs: np.ndarray,
     indices: np.ndarray,
     settings: PrepareConfig,
-    vocabulary: _Vocabulary,
+    vocabulary: Vocabulary,
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Google's masking drawn anew for each instance of a batch whose epoch is 1 or more.
@@ -223,7 +223,7 @@ def remask(
             ids[position] = original
         len_a = int((features["segment_ids"][row, :length] == 0).sum()) - 2
         rng = random.Random(derive_seed(seed, epoch, f"remask-{index}"))
-        masked, positions, originals = _mask(ids, len_a, settings, vocabulary, rng, counts)
+        masked, positions, originals = mask_tokens(ids, len_a, settings, vocabulary, rng, counts)
         out["input_ids"][row, :length] = masked
         out["masked_lm_positions"][row] = 0
         out["masked_lm_positions"][row, : len(positions)] = positions
@@ -711,7 +711,7 @@ def _pretrain(
 
     # ---- data order, evaluation set ---------------------------------------------------------
     stream = InstanceStream(train_instances, cfg.seed)
-    vocabulary = _Vocabulary(source.tokenizer.vocab) if cfg.dynamic_masking else None
+    vocabulary = Vocabulary(source.tokenizer.vocab) if cfg.dynamic_masking else None
     held, eval_source = eval_indices(cfg, total_instances)
     per_process = cfg.batch_size // world.size
     micro = per_process // cfg.grad_accum
@@ -854,8 +854,8 @@ def _start_folder(out: Path, cfg: PretrainConfig, source, world: World, resume: 
     for key in ("data", "model", "bert_config", "vocab"):
         if saved[key] and paths.expand(saved[key]).exists():
             saved[key] = str(paths.expand(saved[key]).resolve())
-    _write_text(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
-    _write_text(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")
+    outputs.write_atomic(out / SETTINGS, settings_text + yaml.safe_dump(saved, sort_keys=False))
+    outputs.write_atomic(out / "vocab.txt", "\n".join(source.tokenizer.vocab.tokens) + "\n")
     info = {
         "status": "running",
         "kind": "pretrain",
@@ -869,7 +869,7 @@ def _start_folder(out: Path, cfg: PretrainConfig, source, world: World, resume: 
     if resume and (out / runs.RUN_JSON).is_file():
         before = json.loads((out / runs.RUN_JSON).read_text(encoding="utf-8"))
         info.update(started=before.get("started"), resumed=info["started"])
-    store.write_json_atomic(out / runs.RUN_JSON, info)
+    outputs.write_json_atomic(out / runs.RUN_JSON, info)
 
 
 def _publish(out: Path, model, vocab_holder, trained: loop.Trained) -> None:
@@ -896,17 +896,9 @@ def _publish(out: Path, model, vocab_holder, trained: loop.Trained) -> None:
         tokens_per_second=round(trained.tokens / max(trained.train_seconds, 1e-9), 1),
         metrics=metrics,
     )
-    store.write_json_atomic(out / runs.RUN_JSON, info)
+    outputs.write_json_atomic(out / runs.RUN_JSON, info)
 
 
 def _inputs(cfg: PretrainConfig) -> tuple:
     """What the run reads: its folder may not be, or hold, any of them."""
     return (cfg.data, cfg.model, cfg.bert_config, cfg.vocab)
-
-
-def _write_text(path: Path, text: str) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

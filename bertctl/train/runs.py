@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import yaml
 
-from bertctl import paths, store
+from bertctl import outputs, paths
 from bertctl.errors import BertctlError
 
 RUN_JSON = "run.json"
@@ -114,8 +114,8 @@ def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
     settings.update(model=model, data=str(Path(data_dir).resolve()), task=task.name)
     text = "# bertctl finetune settings; rerun with: bertctl finetune --config config.yaml\n"
     text += yaml.safe_dump(settings, sort_keys=False)
-    _write_text(out / "config.yaml", text)
-    store.write_json_atomic(
+    outputs.write_atomic(out / "config.yaml", text)
+    outputs.write_json_atomic(
         out / RUN_JSON,
         {
             "status": "running",
@@ -129,16 +129,6 @@ def save_settings(out: Path, cfg, task, prepared, data_dir: Path) -> None:
     )
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # the old file stays as it was, with no temp file beside it
-        raise
-
-
 class TrainLog:
     """JSONL log and TensorBoard events, side by side.
 
@@ -150,7 +140,7 @@ class TrainLog:
     def __init__(self, out: Path, resume_step: int | None = None) -> None:
         path = out / "train_log.jsonl"
         if resume_step is not None and path.is_file():
-            _write_text(path, "".join(_log_lines_until(path, resume_step)))
+            outputs.write_atomic(path, "".join(_log_lines_until(path, resume_step)))
         self.handle = path.open("a" if resume_step is not None else "w", encoding="utf-8")
         self.tb = None
         try:
@@ -238,7 +228,7 @@ def _log_lines_until(path: Path, step: int) -> list[str]:
 
 
 def save_metrics(out: Path, history: list[dict[str, Any]]) -> None:
-    store.write_json_atomic(out / "metrics.json", history)
+    outputs.write_json_atomic(out / "metrics.json", history)
 
 
 def evaluation_due(step: int, every: int, total: int) -> bool:
@@ -347,7 +337,7 @@ def save_checkpoint(
         state: dict[str, Any] = {"step": step, "history": history}
         if loss is not None and loss == loss:  # NaN is not JSON
             state["loss"] = loss
-        store.write_json_atomic(tmp / "state.json", state)
+        outputs.write_json_atomic(tmp / "state.json", state)
         os.replace(tmp, final)
     except (OSError, RuntimeError, SafetensorError) as exc:
         # A full disk (or a file-size limit) shows up as any of these, depending on which
@@ -481,7 +471,7 @@ def save_final(final: Path, model, prepared, task, *, step: int) -> None:
         (tmp / name).write_text(
             json.dumps(content, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-    store.replace_folder(tmp, final)  # the old final/ is moved aside, never half-replaced
+    outputs.replace_folder(tmp, final)  # the old final/ is moved aside, never half-replaced
 
 
 def mark_done(
@@ -496,7 +486,7 @@ def mark_done(
         metrics=final_metrics,
         main_metric=task.main_metric,
     )
-    store.write_json_atomic(out / RUN_JSON, info)
+    outputs.write_json_atomic(out / RUN_JSON, info)
 
 
 def plot(out: Path, history: list[dict[str, Any]]) -> Path | None:
@@ -532,9 +522,9 @@ def plot(out: Path, history: list[dict[str, Any]]) -> Path | None:
         right.legend()
     fig.suptitle(out.name)
     fig.tight_layout()
-    path = out / "curves.png"
-    tmp = path.with_name(".curves.png.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
+    import io
+
+    image = io.BytesIO()
+    fig.savefig(image, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return outputs.write_atomic(out / "curves.png", image.getvalue())
