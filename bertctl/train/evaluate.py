@@ -36,7 +36,13 @@ from bertctl.train.finetune import (
     pick_precision,
     score_split,
 )
-from bertctl.train.modeling import RUN_MARKER, PreparedModel, prepare, refuse_unloaded
+from bertctl.train.modeling import (
+    RUN_MARKER,
+    PreparedModel,
+    prepare,
+    quiet_transformers,
+    refuse_unloaded,
+)
 
 DEFAULT_SEQ_LENGTH = 128
 DEFAULT_BATCH_SIZE = FinetuneConfig.eval_batch_size
@@ -188,11 +194,9 @@ def load(
             no safetensors model, its classifier was never trained, or the estimate does not
             fit the GPU's memory.
     """
-    import transformers
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
+    quiet_transformers()
 
     preflight.check_flags(gpu_memory, auto_fit, force)
     if batch_size is not None and batch_size < 1:

@@ -22,7 +22,7 @@ from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
 from bertctl.train import distributed, loop, preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
-from bertctl.train.modeling import PreparedModel, load_for_task, prepare
+from bertctl.train.modeling import PreparedModel, load_for_task, prepare, quiet_transformers
 from bertctl.train.optim import make_optimizer, steps_for, warmup_for
 
 
@@ -331,10 +331,7 @@ class _Run:
 def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool, world, device) -> _Run:
     """Settle the settings, read the data, load the model and make the run folder, in the order
     that refuses a bad run before anything slow or anything written."""
-    import transformers
-
-    transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
-    transformers.logging.disable_progress_bar()
+    quiet_transformers()
     if cfg.batch_size % (world.size * cfg.grad_accum):
         raise UsageError(
             f"--batch-size {cfg.batch_size} does not split into {world.size} process(es) x "

@@ -38,6 +38,14 @@ class PreparedModel:
     release: catalog.Release | None
 
 
+def quiet_transformers() -> None:
+    """No warnings or progress bars of transformers' own: bertctl reports what matters itself."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def default_model_spec() -> str:
     """Google's recipe reads $BERT_BASE_DIR; without it, BERT-Base uncased.
 

@@ -625,27 +625,20 @@ def pretrain(cfg: PretrainConfig, reporter, resume: bool = False) -> PretrainSum
 def _pretrain(
     cfg: PretrainConfig, world: World, device: torch.device, reporter, resume: bool
 ) -> PretrainSummary:
-    import transformers
-
     from bertctl.train.finetune import own_memory, pick_precision
-    from bertctl.train.modeling import PreparedModel
+    from bertctl.train.modeling import PreparedModel, quiet_transformers
     from bertctl.train.optim import make_pretraining_optimizer
 
-    transformers.logging.set_verbosity_error()  # bertctl reports what matters itself
-    transformers.logging.disable_progress_bar()
+    quiet_transformers()
 
     # ---- settings and data -----------------------------------------------------------------
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dataset = _open_data(cfg, world)
+    dataset = _open_data(cfg, world, resume)
     manifest, settings = dataset.manifest, dataset.settings
     total_instances = len(dataset)
     train_instances = total_instances - cfg.holdout
     seq = settings.max_seq_length
-    if cfg.out is None and world.distributed:
-        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
-    if cfg.out is not None:
-        runs.check_out(Path(cfg.out), resume, _inputs(cfg))
 
     # ---- model source and memory -----------------------------------------------------------
     cfg, arch, source = _model_and_memory(cfg, manifest, seq, world, device, reporter)
@@ -658,19 +651,14 @@ def _pretrain(
     model = build_model(source, cfg.seed, reporter)  # before the run folder: a refused one has none
 
     # ---- run folder ---------------------------------------------------------------------------
-    if cfg.out is None:
+    if cfg.out is None:  # a new, timestamped folder
         cfg = replace(cfg, out=str(default_out(source.label)))
-        runs.check_out(Path(cfg.out), resume, _inputs(cfg))
+    runs.check_out(Path(cfg.out), resume, _inputs(cfg))
     out = Path(cfg.out)
     distributed.barrier(world)  # every process has checked the folder before rank 0 writes into it
     if world.main:
         _start_folder(out, cfg, source, world, resume)
-    reporter.step(
-        f"Pretraining {source.label} on {total_instances:,} instances of {seq} tokens "
-        f"({cfg.data}): {total_steps:,} steps of {cfg.batch_size}"
-        + (f" on {world.size} processes" if world.distributed else "")
-        + f", lr {lr_peak:g} ({cfg.optimizer}), warmup {warmup:,} steps"
-    )
+    reporter.step(_describe(cfg, source, total_instances, seq, world, warmup))
 
     # ---- model ------------------------------------------------------------------------------
     if device.type == "cpu":
@@ -799,10 +787,15 @@ def eval_record(step: int, epoch: float, instances: int, data: str, found: dict)
     }
 
 
-def _open_data(cfg: PretrainConfig, world: World) -> PretrainingDataset:
-    """The prepared shards, once the settings that split them are known to fit."""
+def _open_data(cfg: PretrainConfig, world: World, resume: bool) -> PretrainingDataset:
+    """The prepared shards, once the settings that split them are known to fit and --out is
+    known to be free (before any model is fetched or built)."""
     if cfg.data is None:
         raise UsageError("no data given", "pass the folder made by `bertctl pretrain prepare`")
+    if cfg.out is None and world.distributed:
+        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
+    if cfg.out is not None:
+        runs.check_out(Path(cfg.out), resume, _inputs(cfg))
     dataset = open_shards(cfg.data)
     total_instances = len(dataset)
     if total_instances - cfg.holdout < 1:
@@ -897,6 +890,16 @@ def _publish(out: Path, model, vocab_holder, trained: loop.Trained) -> None:
         metrics=metrics,
     )
     outputs.write_json_atomic(out / runs.RUN_JSON, info)
+
+
+def _describe(cfg: PretrainConfig, source, instances: int, seq: int, world, warmup: int) -> str:
+    """The line that says what is about to be trained, on what, and how."""
+    where = f" on {world.size} processes" if world.distributed else ""
+    return (
+        f"Pretraining {source.label} on {instances:,} instances of {seq} tokens ({cfg.data}): "
+        f"{cfg.steps:,} steps of {cfg.batch_size}{where}, lr {cfg.lr:g} ({cfg.optimizer}), "
+        f"warmup {warmup:,} steps"
+    )
 
 
 def _inputs(cfg: PretrainConfig) -> tuple:
