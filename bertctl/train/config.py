@@ -39,18 +39,6 @@ def thread_limit() -> int:
     return 4 * (os.cpu_count() or 1)
 
 
-def check_threads(threads: int | None, flag: str = "--threads") -> None:
-    """Refuse a thread count below 1 or beyond `thread_limit()`, before torch sees it."""
-    if threads is None:
-        return
-    limit = thread_limit()
-    if not 1 <= threads <= limit:
-        raise UsageError(
-            f"{flag} {threads} is out of range for the {os.cpu_count() or 1} cores here",
-            f"pass 1 to {limit} (or leave it out: all cores)",
-        )
-
-
 @dataclass
 class TrainingConfig:
     """The settings every training workflow shares, with the same defaults and rules."""

@@ -9,7 +9,7 @@ Results do not change, because padded positions are masked out of attention.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -102,13 +102,6 @@ def collate(features: Features, batch: Sequence[int], regression: bool) -> dict[
         values = [features.labels[i] for i in batch]
         out["labels"] = torch.tensor(values, dtype=torch.float if regression else torch.long)
     return out
-
-
-def iterate(
-    features: Features, batches: Sequence[Sequence[int]], regression: bool, start: int = 0
-) -> Iterator[dict[str, torch.Tensor]]:
-    for batch in batches[start:]:
-        yield collate(features, batch, regression)
 
 
 def share(batch: list[int], rank: int, size: int) -> tuple[list[int], float]:

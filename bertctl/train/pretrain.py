@@ -73,12 +73,11 @@ from bertctl.pretraining_data import (
 )
 from bertctl.tokenization import Tokenizer, Vocab
 from bertctl.train import distributed, loop, runs
-from bertctl.train.config import PretrainConfig, field_names, resolve
+from bertctl.train.config import PretrainConfig, resolve
 from bertctl.train.distributed import World
 from bertctl.train.encoder import encode
 
 SETTINGS = "config.yaml"
-METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "next_sentence_loss")
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +85,6 @@ METRICS = ("masked_lm_accuracy", "masked_lm_loss", "next_sentence_accuracy", "ne
 # --------------------------------------------------------------------------------------------
 
 
-FIELDS = field_names(PretrainConfig)
 # Settings whose command-line flag is not --<name with dashes>.
 FLAG_NAMES = {"bert_config": "--config"}
 
