@@ -85,3 +85,25 @@ def test_a_usage_error_is_one_line_naming_the_flag_and_where_to_look(argv, names
     error = one_error_line(r)
     assert all(name in error for name in names), error
     assert "─" not in r.stderr and "Usage:" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("google", "ours"),
+    [
+        ("--learning_rate", "--lr"),
+        ("--train_batch_size", "--batch-size"),
+        ("--num_train_epochs", "--epochs"),
+        ("--max_seq_length", "--max-seq-length"),
+        ("--do_lower_case", "--uncased"),
+        ("--init_checkpoint", "--model"),
+        ("--data_dir", "--data"),
+        ("--output_dir", "--out"),
+    ],
+)
+def test_googles_flag_names_point_to_bertctls(google, ours):
+    """Users of Google's run_classifier.py type its flags; the usage error names bertctl's."""
+    r = in_process("finetune", "mrpc", google, "1")
+    assert r.code == 2
+    line = one_error_line(r)
+    assert f"No such option: {google}, Google's name; bertctl calls it {ours}" in line
+    assert "--language" not in line  # Click's guess for --learning_rate

@@ -90,7 +90,9 @@ def main() -> None:
             sys.exit(exc.exit_code)
         ctx = getattr(exc, "ctx", None)
         hint = f"; see: {ctx.command_path} --help" if ctx is not None else ""
-        ui.error(exc.format_message().rstrip(".") + hint)
+        from bertctl.cli.google_flags import explain
+
+        ui.error(explain(exc.format_message()).rstrip(".") + hint)
         sys.exit(exc.exit_code)
     except typer.Abort:  # end of input where a prompt expected an answer
         ui.error("interrupted")
