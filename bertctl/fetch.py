@@ -565,6 +565,7 @@ class _Download:
         self.restarted = False
         self.restarts = 0  # times bytes on disk were thrown away during this call
         self.requests = 0
+        self.refusals = 0  # requests the host refused to connect
         self.high_water = self._part_size()  # the largest the part file has been: progress
 
     # -- the loop ---------------------------------------------------------------------------
@@ -599,6 +600,15 @@ class _Download:
                         raise self._gave_up(str(exc)) from None
                 continue
             except _Retry as exc:
+                if self.refusals >= 2 and self.refusals == self.requests:
+                    # Every try was refused by the host itself: nothing listens on that port,
+                    # and 40 s of backoff would not change that. (One retry allows for a server
+                    # that is restarting; refusals after a connection that worked are retried
+                    # as resets are.)
+                    raise self._gave_up(
+                        f"{exc} (nothing listens at {self._where()})",
+                        "check your network, and the host and port of the URL or --mirror",
+                    ) from None
                 size = self._part_size()
                 if size > self.high_water:
                     self.high_water, failures = size, 0
@@ -665,6 +675,8 @@ class _Download:
             return DownloadError(f"cannot resolve host {host}", "check the URL and your network")
         if isinstance(reason, TimeoutError):
             return _Retry(f"no data from {host} for {self.timeout:g} s")
+        if isinstance(reason, ConnectionRefusedError):
+            self.refusals += 1  # counted for `run`: a host that refuses every try is given up
         if isinstance(reason, (OSError, http.client.HTTPException)):
             return _Retry(f"{type(reason).__name__}: {reason}")
         return DownloadError(f"cannot download {self.shown}: {reason}", "check the URL")
@@ -792,19 +804,21 @@ class _Download:
             last_modified=state.last_modified if state else None,
         )
 
-    def _gave_up(self, why: str) -> DownloadError:
+    def _gave_up(
+        self, why: str, advice: str = "check your network or try --mirror"
+    ) -> DownloadError:
         size = self._part_size()
         total = self.state.size if self.state else None
         kept = f"{_human(size)} of {_human(total)}" if total else _human(size)
-        hint = (
-            f"run the same command again to resume ({kept} on disk)"
-            if size
-            else "check your network or try --mirror"
-        )
+        hint = f"run the same command again to resume ({kept} on disk)" if size else advice
         tried = f"{self.requests} {'try' if self.requests == 1 else 'tries'}"
         return DownloadError(f"download of {self.shown} failed after {tried}: {why}", hint)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        parts = urllib.parse.urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
     def _part_size(self) -> int:
         try:

@@ -460,3 +460,22 @@ def test_fetch_stays_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert fetch.__doc__
+
+
+def test_a_host_that_refuses_every_connection_is_given_up_after_one_retry(tmp_path, monkeypatch):
+    """Nothing listens on the port: one retry (a server restarting), then the error, not 8
+    retries and 40 s of backoff. The wait is counted, not timed."""
+    import bertctl.fetch as fetch_module
+
+    waits: list[float] = []
+    monkeypatch.setattr(fetch_module.time, "sleep", waits.append)
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DownloadError) as err:
+        download(f"http://127.0.0.1:{port}/m.zip", tmp_path / "m.zip", retries=8)
+    message = str(err.value)
+    assert "failed after 2 tries" in message and f"nothing listens at 127.0.0.1:{port}" in message
+    assert "host and port of the URL or --mirror" in message
+    assert len(waits) == 1
+    assert list(tmp_path.iterdir()) == []
