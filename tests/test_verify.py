@@ -409,3 +409,17 @@ def test_tensor_stream_matches_the_index_for_any_chunking(chunk):
     assert stream.finish() == []
     assert len(stream.done) == len(ckpt.entries)
     assert all(got == entry.crc32c for entry, got in stream.done)
+
+
+def test_the_verdict_counts_skipped_checks_apart(shared_data):
+    """Google's own toy checkpoint has no published hash and no known release: those checks are
+    skipped, and the verdict says so instead of "All 7 checks passed"."""
+    from clirun import in_process
+
+    r = in_process("verify", shared_data / "tf_checkpoint_toy")
+    assert r.code == 0, r.stderr
+    *rows, verdict = r.stdout.strip().splitlines()
+    skipped = sum(" skipped " in row for row in rows)
+    assert skipped >= 1
+    assert verdict.endswith(f"checks passed, {skipped} skipped (see why above)"), verdict
+    assert "All" not in verdict

@@ -54,8 +54,18 @@ def render(report) -> None:
         result = {True: "[green]ok[/]", False: "[bold red]FAILED[/]", None: "[dim]skipped[/]"}[c.ok]
         t.add_row(c.name, c.target, result, c.detail)
     ui.out.print(t)
+    ui.out.print(summary(report))
+
+
+def summary(report) -> str:
+    """The verdict line: how many checks passed, failed and were skipped (a skipped check is
+    not a passed one: "all 7 passed" with 2 skipped would claim checks never made)."""
     failed = len(report.failures)
+    skipped = sum(1 for c in report.checks if c.ok is None)
+    passed = len(report.checks) - failed - skipped
+    also = f", {skipped} skipped (see why above)" if skipped else ""
     if failed:
-        ui.out.print(f"[bold red]{failed} check(s) failed[/]")
-    else:
-        ui.out.print(f"[green]All {len(report.checks)} checks passed.[/]")
+        return f"[bold red]{failed} check(s) failed[/], {passed} passed{also}"
+    if skipped:
+        return f"[green]{passed} checks passed[/]{also}"
+    return f"[green]All {passed} checks passed.[/]"
