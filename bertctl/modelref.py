@@ -247,6 +247,22 @@ def check_casing(ref: ModelRef, lowercase_flag: bool | None, model_lower: bool |
         )
 
 
+def check_name_casing(spec: str | None, lowercase_flag: bool | None) -> None:
+    """Google's casing check for a catalogue name, before anything is downloaded: the
+    catalogue knows every release's casing, so `--model base-cased --uncased` is refused at
+    once, not after a 400 MB download. Paths and other names are checked once they are read.
+
+    Raises:
+        CasingError: the flag contradicts the named release's casing.
+    """
+    if not spec or lowercase_flag is None or paths.expand(spec).exists():
+        return
+    release = catalog.find(spec)
+    if release is not None and release.lowercase is not None:
+        ref = ModelRef("catalog", release.name, None, release)
+        check_casing(ref, lowercase_flag, release.lowercase)
+
+
 def settle_casing(ref: ModelRef, flag: bool | None, model_lower: bool | None) -> bool:
     """Google's casing check, then the casing to use: the flag, else the model's, else lowercase
     (Google's do_lower_case defaults to True)."""

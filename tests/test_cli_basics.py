@@ -107,3 +107,26 @@ def test_googles_flag_names_point_to_bertctls(google, ours):
     line = one_error_line(r)
     assert f"No such option: {google}, Google's name; bertctl calls it {ours}" in line
     assert "--language" not in line  # Click's guess for --learning_rate
+
+
+def test_a_casing_flag_against_a_catalogue_model_is_refused_before_the_download(
+    tmp_path, monkeypatch
+):
+    """The catalogue knows each release's casing: `--model base-cased --uncased` is refused
+    at once, with no request to the mirror (it was refused only after the download)."""
+    from httpserver import LoopbackServer
+
+    mrpc = Path(__file__).parent / "fixtures" / "glue" / "MRPC"
+    with LoopbackServer() as server:
+        monkeypatch.setenv("BERTCTL_MIRROR", server.url("/bert"))
+        r = in_process(
+            "finetune", "mrpc", "--data", mrpc, "--model", "base-cased", "--uncased",
+            "--out", tmp_path / "run", "--cpu",
+        )  # fmt: skip
+        assert r.code == 1
+        assert "--uncased was given, but base-cased (cased_L-12_H-768_A-12) is a cased model" in (
+            one_error_line(r)
+        )
+        assert server.requests_for("/bert/2018_10_18/cased_L-12_H-768_A-12.zip") == []
+        assert not server.requests_for("/bert/2018_10_18/cased_L-12_H-768_A-12.zip", "HEAD")
+    assert not (tmp_path / "run").exists()

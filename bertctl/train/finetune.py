@@ -17,12 +17,18 @@ from typing import Any
 
 import torch
 
-from bertctl import glue, metrics
+from bertctl import glue, metrics, modelref
 from bertctl.errors import BertctlError, UsageError
 from bertctl.train import data as D
 from bertctl.train import distributed, loop, preflight, runs
 from bertctl.train.config import FinetuneConfig, small_model_defaults
-from bertctl.train.modeling import PreparedModel, load_for_task, prepare, quiet_transformers
+from bertctl.train.modeling import (
+    PreparedModel,
+    default_model_spec,
+    load_for_task,
+    prepare,
+    quiet_transformers,
+)
 from bertctl.train.optim import make_optimizer, steps_for, warmup_for
 
 
@@ -345,6 +351,7 @@ def setup(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool, world
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     task, data_dir, splits = load_task_data(cfg)
+    modelref.check_name_casing(cfg.model or default_model_spec(), cfg.lowercase)
     inputs = (data_dir, cfg.model)  # a run never lands in (or over) its model or data folder
     if cfg.out:  # checked before the model is fetched or converted, which can take minutes
         runs.check_out(Path(cfg.out), resume, inputs)
