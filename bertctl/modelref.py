@@ -296,12 +296,14 @@ def tokenizer_for(
         # A bare vocab is uncased unless told, as Google's do_lower_case defaults to True.
         lower = settle_casing(ref, lowercase, model_lower)
         description = _describe(vocab, lower, vocab_file)
-        return TokenizerChoice(Tokenizer(vocab, lower), description, vocab.warnings)
+        warnings = (*vocab.warnings, *_cased_on_lowercase_vocab(vocab, lower))
+        return TokenizerChoice(Tokenizer(vocab, lower), description, warnings)
     if model is None:
         lower = True if lowercase is None else lowercase
         vocab = bundled_vocab()
+        description = _describe(vocab, lower, "bundled uncased vocab")
         return TokenizerChoice(
-            Tokenizer(vocab, lower), _describe(vocab, lower, "bundled uncased vocab")
+            Tokenizer(vocab, lower), description, _cased_on_lowercase_vocab(vocab, lower)
         )
     ref = resolve(model)
     vocab = read_vocab(ref)
@@ -320,6 +322,17 @@ def tokenizer_for(
         warnings.append(f"{flag} overrides the model's own casing ({why})")
     description = _describe(vocab, lower, ref.label, why)
     return TokenizerChoice(Tokenizer(vocab, lower), description, tuple(warnings))
+
+
+def _cased_on_lowercase_vocab(vocab: Vocab, lower: bool) -> tuple[str, ...]:
+    """A warning for --cased with a vocab that holds no upper-case token: every capitalised
+    word then becomes [UNK], with nothing else to show for it."""
+    if lower or vocab.looks_cased:
+        return ()
+    return (
+        "--cased with a vocab that holds no upper-case tokens: every capitalised word becomes "
+        "[UNK]; pass --uncased, or the vocab of a cased model",
+    )
 
 
 def _describe(vocab: Vocab, lower: bool, source: str, why: str | None = None) -> str:

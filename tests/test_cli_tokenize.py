@@ -193,3 +193,15 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
         assert proc.wait(timeout=120) == 141  # a pipe writer's status (128 + SIGPIPE)
         assert json.loads(first)["tokens"][:2] == ["the", "quick"]
         assert "error" not in stderr and "Traceback" not in stderr, stderr
+
+
+def test_cased_on_an_all_lowercase_vocab_warns_of_the_unknown_words(shared_data):
+    """`--cased` with the uncased release vocab turns "John Smith" into [UNK] [UNK]: said."""
+    vocab = shared_data / "vocab" / "uncased_vocab.txt"
+    for extra in ((), ("--vocab", str(vocab))):
+        r = bertctl("tokenize", "John Smith", "--cased", "--json", *extra)
+        assert r.code == 0
+        assert json.loads(r.stdout)["tokens"] == ["[UNK]", "[UNK]"]
+        assert "warning: --cased with a vocab that holds no upper-case tokens" in r.stderr
+    r = bertctl("tokenize", "John Smith", "--json", "--vocab", str(vocab))
+    assert "warning" not in r.stderr  # uncased, as the vocab is: nothing to say
