@@ -91,7 +91,7 @@ class _PlainProgress:
             parts[0] += f" / {_human(self.total, self.unit)} ({100 * self.done / self.total:.0f}%)"
             if rate > 0:
                 parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
-        parts.append(f"{_human(rate, self.unit)}/s")
+        parts.append(_rate(rate, self.unit))
         if self.postfix:
             parts.append(self.postfix)
         err.print(", ".join(parts), highlight=False)
@@ -137,7 +137,7 @@ class _RichProgress:
     def advance(self, amount: float = 1.0, postfix: str | None = None) -> None:
         self.done += amount
         rate = self.done / max(time.monotonic() - self.start, 1e-9)
-        fields = {"count": _human(self.done, self.unit), "rate": f"{_human(rate, self.unit)}/s"}
+        fields = {"count": _human(self.done, self.unit), "rate": _rate(rate, self.unit)}
         if postfix is not None:
             fields["postfix"] = postfix
         self.progress.update(self.task, advance=amount, **fields)
@@ -175,6 +175,20 @@ def _human(value: float, unit: str) -> str:
             return f"{text} {unit}".rstrip()
         value /= 1000
     return str(value)
+
+
+def _rate(rate: float, unit: str) -> str:
+    """A speed with its significant digits: on a CPU a step can take seconds, and "0 steps/s"
+    says nothing.
+
+    >>> _rate(0.4, "steps"), _rate(2.345, "steps"), _rate(25.7, "steps"), _rate(2e6, "B")
+    ('2.5 s/step', '2.3 steps/s', '26 steps/s', '2.0 MB/s')
+    """
+    if unit != "B" and 0 < rate < 1:
+        return f"{1 / rate:.1f} s/{unit.removesuffix('s') or unit}"
+    if unit != "B" and rate < 10:
+        return f"{rate:.1f} {unit}/s"
+    return f"{_human(rate, unit)}/s"
 
 
 def _duration(seconds: float) -> str:

