@@ -26,6 +26,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -92,11 +93,13 @@ def check_inputs(out: Path, inputs: Iterable[Path | None], flag: str = "--out") 
     Raises:
         BertctlError: naming the input and the flag to change.
     """
+    check_name_lengths(out, flag)
     where = out.resolve()
     for given in inputs:
         if given is None:
             continue
         path = Path(given).expanduser()
+        check_name_lengths(path)  # the system refuses it; exists() would raise ENAMETOOLONG
         if not path.exists():
             continue
         source = path.resolve()
@@ -160,6 +163,7 @@ def check_folder(
     Raises:
         BertctlError: what is in the way, and what to pass instead.
     """
+    check_writable(out, flag)
     check_inputs(out, inputs, flag)
     if out.exists() and not out.is_dir():
         raise BertctlError(f"{flag} {out} exists and is a file", f"pass a folder for {flag}")
@@ -171,6 +175,240 @@ def check_folder(
             f"pass --overwrite to replace it, or a new folder for {flag}",
         )
     check_replaceable(out, kind, flag)
+
+
+# --------------------------------------------------------------------------------------------
+# A location that can be written at all
+# --------------------------------------------------------------------------------------------
+
+# Filesystems the kernel makes up: their names are views of the kernel, never the user's data,
+# and writing there fails in ways that say nothing about the cause (ENOENT for a new name in
+# /proc, EACCES in /sys even for root).
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs",
+        "bpf", "pstore", "efivarfs", "devpts", "fusectl", "binfmt_misc", "mqueue", "nsfs",
+        "rpc_pipefs",
+    }
+)  # fmt: skip
+
+# Beside an output bertctl makes `.NAME.partial-PID` (and `.NAME.old-PID`, `.NAME.lock`,
+# `.NAME.XXXXXXXX.tmp`): the longest is NAME plus this many bytes (a Linux pid has at most
+# 7 digits). A name that fits but leaves no room for it would fail after the work.
+ASIDE_BYTES = len("..partial-") + 7
+# Inside an output folder, room for the longest path bertctl writes there (a checkpoint's
+# `checkpoints/.step-0000001.partial/optimizer.safetensors`, a release member).
+INSIDE_BYTES = 128
+
+
+def shown_path(path: Path | str) -> str:
+    """A path short enough for one error line: a path too long for the system is thousands of
+    bytes, and the line must still be read."""
+    text = str(path)
+    return text if len(text) <= 160 else f"{text[:80]}…{text[-60:]}"
+
+
+def _limit(folder: str, name: str, default: int) -> int:
+    """os.pathconf of the nearest existing folder (the filesystem the output lands on)."""
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def _existing_ancestor(path: str) -> str:
+    """The nearest folder above `path` that exists (`/` at worst), without following `..`."""
+    parent = os.path.dirname(path)
+    while parent != os.path.dirname(parent) and not os.path.isdir(parent):
+        parent = os.path.dirname(parent)
+    return parent
+
+
+def check_name_lengths(path: Path, flag: str | None = None, *, aside: int = 0) -> None:
+    """Refuse a path with a name longer than its filesystem's NAME_MAX, or longer in all than
+    PATH_MAX: the system would refuse it (ENAMETOOLONG) at the first write, after the work.
+
+    Args:
+        aside: bytes the last name grows by where bertctl builds the output beside it.
+
+    Raises:
+        BertctlError: naming the name or the path that is too long, and its limit.
+    """
+    full = os.path.abspath(os.fspath(path))
+    folder = _existing_ancestor(full)
+    name_max = _limit(folder, "PC_NAME_MAX", 255)
+    parts = [part for part in full.split(os.sep) if part]
+    for index, part in enumerate(parts):
+        size = len(os.fsencode(part))
+        grows = aside if index == len(parts) - 1 else 0
+        if size + grows <= name_max:
+            continue
+        why = f"longer than the {name_max} this filesystem allows"
+        if size <= name_max:  # it fits, but the copy built beside it would not
+            why = f"and the copy bertctl builds beside it adds {grows}: {why}"
+        raise BertctlError(
+            f"{_label(path, flag)}: the name {shown_path(part[:40] + '…')} is {size} bytes, {why}",
+            f"pass a shorter name{_for(flag)}",
+        )
+    path_max = _limit(folder, "PC_PATH_MAX", 4096) - 1  # PATH_MAX counts the final NUL
+    room = path_max - (INSIDE_BYTES + aside if aside else 0)
+    size = len(os.fsencode(full))
+    if size > room:
+        why = " with room for the files bertctl writes inside" if aside else ""
+        raise BertctlError(
+            f"{_label(path, flag)}: the path is {size:,} bytes long; this system takes paths "
+            f"of at most {room:,} bytes{why} (PATH_MAX {path_max + 1:,})",
+            f"pass a shorter path{_for(flag)}",
+        )
+
+
+def _label(path: Path, flag: str | None) -> str:
+    return f"{flag} {shown_path(path)}" if flag else shown_path(path)
+
+
+def _for(flag: str | None) -> str:
+    return f" for {flag}" if flag else ""
+
+
+def check_writable(path: Path, flag: str | None = None, *, folder: bool = True) -> None:
+    """Refuse an output location the system would refuse, before any work starts.
+
+    `path` (a folder, or a file when not `folder`) may be absent: then its nearest existing
+    parent must be a folder it can be created in. Checked: name lengths against the
+    filesystem's limits, a file where a folder must be, a filesystem the kernel makes up
+    (/proc, /sys), a read-only filesystem, a folder without write permission. An output under
+    the home folder that fails at or above that folder blames BERTCTL_HOME.
+
+    Args:
+        flag: the option that named `path` ("--out"), for the message; None: bertctl chose it.
+
+    Raises:
+        BertctlError: which path, what is wrong with it, and what to do.
+    """
+    path = Path(path)
+    check_name_lengths(path, flag, aside=ASIDE_BYTES)
+    problem = _problem(os.path.abspath(os.fspath(path)), folder)
+    if problem is None:
+        return
+    blocker, what, fix = problem
+    home = _home_blamed(path, blocker, flag)
+    if home is not None:
+        raise BertctlError(
+            f"{home}: cannot write {shown_path(path)}{what}",
+            "point BERTCTL_HOME at a folder you can write to",
+        )
+    label = (
+        _label(path, flag)
+        if flag or not what.startswith(":")
+        else f"cannot write {shown_path(path)}"
+    )
+    raise BertctlError(f"{label}{what}", f"{fix}{_for(flag)}")
+
+
+def _problem(full: str, folder: bool) -> tuple[str, str, str] | None:
+    """What stops `full` being written: (the path at fault, what is wrong as a clause that
+    follows the path, what to pass instead)."""
+    try:
+        st = os.stat(full)
+    except (FileNotFoundError, NotADirectoryError):
+        return _parent_problem(full)
+    except OSError as exc:
+        return full, f": it cannot be looked up ({exc.strerror})", "pass another location"
+    if folder and not stat.S_ISDIR(st.st_mode):
+        kind = "a file" if stat.S_ISREG(st.st_mode) else "not a folder"
+        return full, f" exists and is {kind}", "pass a folder"
+    return _folder_problem(full if stat.S_ISDIR(st.st_mode) else os.path.dirname(full))
+
+
+def _parent_problem(full: str) -> tuple[str, str, str] | None:
+    """The nearest existing path above an absent `full`: a folder to create it in, or a file in
+    the way of the folders to create."""
+    parent = os.path.dirname(full)
+    while parent != os.path.dirname(parent):
+        try:
+            st = os.stat(parent)
+        except (FileNotFoundError, NotADirectoryError):
+            parent = os.path.dirname(parent)
+            continue
+        except OSError as exc:
+            why = f": {shown_path(parent)} cannot be looked into ({exc.strerror})"
+            return parent, why, "pass another location"
+        if not stat.S_ISDIR(st.st_mode):
+            return (
+                parent,
+                f": {shown_path(parent)} is a file, not a folder (ENOTDIR)",
+                f"move {shown_path(parent)} out of the way, or pass another location",
+            )
+        break
+    return _folder_problem(parent)
+
+
+def _folder_problem(folder: str) -> tuple[str, str, str] | None:
+    """Whether new names can be made in the existing `folder`."""
+    fstype, mount = filesystem_of(folder)
+    if fstype in PSEUDO_FILESYSTEMS:
+        return (
+            mount,
+            f": it lies in {mount}, a {fstype} filesystem the kernel makes up, where nothing "
+            "can be stored",
+            "pass a folder on a disk",
+        )
+    read_only = False
+    with contextlib.suppress(OSError):
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    if read_only:
+        why = f": {shown_path(folder)} is on a read-only filesystem (EROFS)"
+        return folder, why, "pass a folder on a writable disk"
+    # access() answers for this user (root passes mode bits; a read-only mount fails above).
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            folder,
+            f": {shown_path(folder)} is not writable by this user (EACCES)",
+            f"change the permissions of {shown_path(folder)}, or pass a folder you can write to",
+        )
+    return None
+
+
+def filesystem_of(folder: str) -> tuple[str | None, str]:
+    """(type, mount point) of the filesystem holding the existing `folder`, from
+    /proc/self/mountinfo; (None, "") where that cannot be read (not Linux)."""
+    real = os.path.realpath(folder)
+    best: tuple[str | None, str] = (None, "")
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.readlines()
+    except OSError:
+        return best
+    for line in lines:
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        mount = _unescape(fields[4])
+        fstype = fields[fields.index("-") + 1]
+        inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best[1]):
+            best = (fstype, mount)
+    return best
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes a space, tab, newline and backslash in a mount point as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _home_blamed(path: Path, blocker: str, flag: str | None) -> str | None:
+    """`BERTCTL_HOME=…` when the output lies under the home folder and what is wrong lies at
+    or above it (the home itself is unusable, not the output's name); else None."""
+    from bertctl import paths
+
+    if flag is not None and flag.startswith("-"):  # the user named the path with an option
+        return None
+    home = os.path.abspath(paths.home())
+    full = os.path.abspath(os.fspath(path))
+    under = full == home or full.startswith(home.rstrip("/") + "/")
+    if not under or not (home == blocker or home.startswith(blocker.rstrip("/") + "/")):
+        return None
+    return paths.home_setting()
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,7 +464,10 @@ def exclusive_lock(
         finally:
             _release_count(key)
         return
-    fd = _acquire(path, busy, error, unwritable_hint)
+    try:
+        fd = _acquire(path, busy, error, unwritable_hint)
+    except _Unwritable as exc:
+        raise _lock_failure(target, path, exc.__cause__, error, unwritable_hint) from None
     _held[key] = 1
     try:
         os.ftruncate(fd, 0)
@@ -251,9 +492,7 @@ def _acquire(path: Path, busy: str, error: type[BertctlError], unwritable_hint: 
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
-            raise error(
-                f"cannot create the lock file {path}: {exc.strerror}", unwritable_hint
-            ) from exc
+            raise _Unwritable() from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -275,6 +514,28 @@ def _acquire(path: Path, busy: str, error: type[BertctlError], unwritable_hint: 
         if same:
             return fd
         os.close(fd)
+
+
+class _Unwritable(Exception):
+    """The lock file could not be made; its OSError is the cause."""
+
+
+def _lock_failure(
+    target: Path, lock: Path, exc: OSError, error: type[BertctlError], hint: str
+) -> BertctlError:
+    """Why the lock file beside `target` cannot be made. It is made before anything else, so it
+    is often the first thing a bad location hits: the error says what is wrong with the
+    location (check_writable), else the system's reason for the lock file."""
+    try:
+        check_writable(target, folder=False)
+    except BertctlError as found:
+        return error(found.message, found.hint)
+    reason = errno.errorcode.get(exc.errno or 0, "")
+    return error(
+        f"cannot write {shown_path(target)}: its lock file {shown_path(lock)} cannot be created "
+        f"({exc.strerror or exc}{', ' + reason if reason else ''})",
+        hint,
+    )
 
 
 def untouched(out: Path) -> str:

@@ -27,6 +27,15 @@ def home() -> Path:
     return base / "bertctl"
 
 
+def home_setting() -> str:
+    """Where the home folder comes from, for a message that blames it: the variable the user
+    set (`BERTCTL_HOME=…`, `XDG_CACHE_HOME=…`), else the default folder."""
+    for variable in ("BERTCTL_HOME", "XDG_CACHE_HOME"):
+        if os.environ.get(variable):
+            return f"{variable}={os.environ[variable]}"
+    return f"the home folder {home()} (BERTCTL_HOME is not set)"
+
+
 def models_dir() -> Path:
     """Downloaded and converted models, one folder per catalogue name."""
     return home() / "models"

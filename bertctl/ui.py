@@ -6,6 +6,8 @@ not a terminal turn colour and live bars off; long work then reports progress as
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -18,15 +20,168 @@ from rich.console import Console
 from rich.table import Table
 
 
-def _width(stream) -> int | None:
+class OutputLost(Exception):
+    """stdout refused a write (a full disk under `> file`, /dev/full, a closed pipe): what the
+    command prints is lost, so the command stops and says so. `error` is the system's."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Stream:
+    """stdout or stderr as bertctl writes to them: looked up at each write (a test swaps them),
+    and never an AttributeError or a traceback when the system refuses a write.
+
+    A refused write to stdout raises OutputLost: the command's results are lost, and the user
+    must know. A refused write to stderr (messages, progress) is dropped, so the work goes on;
+    `lost` remembers it and the exit code says so. Either way the descriptor is pointed at
+    /dev/null, so that Python's flush at exit does not fail a second time.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.lost: OSError | None = None
+
+    def target(self):
+        stream = getattr(sys, self.name)
+        # A live progress bar proxies the stream; write where it writes, as Rich itself does.
+        return getattr(stream, "rich_proxied_file", stream)
+
+    def write(self, text: str) -> int:
+        return self._call("write", text) or len(text)
+
+    def flush(self) -> None:
+        self._call("flush")
+
+    def _call(self, method: str, *args):
+        stream = self.target()
+        if stream is None:  # no such stream at all (closed when Python started)
+            return None
+        if self.lost is not None and self.name == "stderr":
+            return None
+        try:
+            return getattr(stream, method)(*args)
+        except OSError as exc:
+            self.lost = self.lost or exc
+            _to_devnull(stream)
+            if self.name == "stdout":
+                raise OutputLost(exc) from None
+            return None
+
+    def isatty(self) -> bool:
+        stream = self.target()
+        try:
+            return bool(stream is not None and stream.isatty())
+        except (OSError, ValueError):
+            return False
+
+    def fileno(self) -> int:
+        stream = self.target()
+        if stream is None:
+            raise OSError(errno.EBADF, f"{self.name} is closed")
+        return stream.fileno()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self.target(), "encoding", None) or "utf-8"
+
+
+def _to_devnull(stream) -> None:
+    """Point a broken stream's descriptor at /dev/null: the bytes Python still holds for it
+    then go nowhere at exit, instead of failing with 'Exception ignored … OSError'."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def stdout_refuses() -> bool:
+    """Whether stdout refuses what is buffered for it (a write outside bertctl's consoles, such
+    as Typer's help, failed); if so it is pointed at /dev/null."""
+    stream = sys.stdout
+    try:
+        if stream is not None:
+            stream.flush()
+    except OSError:
+        _to_devnull(stream)
+        return True
+    return False
+
+
+def raised_writing_stdout(exc: BaseException) -> bool:
+    """Whether `exc` came from a write to stdout outside bertctl's consoles: Typer's help is
+    printed by a Rich console of its own, straight to sys.stdout, and the OSError carries no
+    file name; the frame that raised it is asked what it was writing to."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    owner = tb.tb_frame.f_locals.get("self")
+    streams = {id(sys.stdout), id(getattr(sys.stdout, "buffer", None))}
+    return id(owner) in streams or id(getattr(owner, "file", None)) in streams
+
+
+stdout = _Stream("stdout")
+stderr = _Stream("stderr")
+
+
+def _width(stream: _Stream) -> int | None:
     """Rich wraps at 80 columns when output is not a terminal; pipes and logs read better wide."""
     if os.environ.get("COLUMNS") or stream.isatty():
         return None
     return 200
 
 
-out = Console(highlight=False, soft_wrap=True, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_width(sys.stderr))
+out = Console(file=stdout, highlight=False, soft_wrap=True, width=_width(stdout))
+err = Console(file=stderr, highlight=False, soft_wrap=True, width=_width(stderr))
+
+
+# --------------------------------------------------------------------------------------------
+# Standard streams closed when bertctl starts (`>&-`, `2>&-`, `<&-`)
+# --------------------------------------------------------------------------------------------
+
+STREAMS = {0: "stdin", 1: "stdout", 2: "stderr"}
+SHELL = {0: "<&-", 1: ">&-", 2: "2>&-"}
+
+
+def reopen_closed_streams() -> list[int]:
+    """The standard descriptors (0, 1, 2) that were closed, each now open on /dev/null.
+
+    A closed one is reopened at once: otherwise the next file bertctl opens takes its number,
+    and what a library or a worker process prints would land in that file (a lock file, a
+    checkpoint). stdin then reads as empty; the caller refuses to run without stdout or stderr.
+    """
+    closed = []
+    for fd, name in STREAMS.items():
+        try:
+            os.fstat(fd)
+            if getattr(sys, name) is not None:
+                continue
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        closed.append(fd)
+    return closed
+
+
+def closed_stream_line(closed: list[int]) -> str:
+    """The refusal, to print on a stream that is still open."""
+    names = " and ".join(f"{STREAMS[fd]} ({SHELL[fd]})" for fd in closed)
+    return (
+        f"error: {names} {'is' if len(closed) == 1 else 'are'} closed, so what bertctl prints "
+        "there would be lost; nothing was done; redirect it to a file or to /dev/null instead"
+    )
+
+
+def write_line(fd: int, line: str) -> None:
+    """One line straight to a descriptor (best effort: it may be broken too)."""
+    with contextlib.suppress(OSError):
+        os.write(fd, (line + "\n").encode("utf-8", "replace"))
 
 
 def error(message: str) -> None:
@@ -50,8 +205,8 @@ def _escape(text: str) -> str:
 
 def print_json(obj: Any) -> None:
     """Machine-readable output on stdout: plain JSON, never styled."""
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
+    stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    stdout.flush()
 
 
 def table(*columns: str, title: str | None = None) -> Table:

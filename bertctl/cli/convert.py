@@ -68,8 +68,12 @@ def convert(
     """
     from bertctl.errors import on_interrupt
     from bertctl.install import convert_source
-    from bertctl.outputs import untouched
+    from bertctl.outputs import check_name_lengths, check_writable, untouched
 
+    # Before the lock file is made beside --out and anything is extracted: a location the
+    # system refuses is named with its flag.
+    check_name_lengths(Path(source))
+    check_writable(out, "--out")
     # The folder is built beside --out and renamed into place: a stop leaves --out as it was.
     with on_interrupt(untouched(out), "run the command again to convert"):
         result = convert_source(

@@ -57,6 +57,7 @@ def download(
     from bertctl import hub, paths
     from bertctl.errors import on_interrupt
 
+    _check_locations(directory, zips=not name.startswith(hub.PREFIX))
     if name.startswith(hub.PREFIX):
         model = hub.parse(name)
         ui.info(f"Fetching {name} through huggingface_hub")
@@ -84,6 +85,19 @@ def download(
             keep_zip=keep_zip,
         )
     _report(result.name, result.folder, result.manifest, already=result.already, as_json=as_json)
+
+
+def _check_locations(directory: Path | None, *, zips: bool) -> None:
+    """Where the model and the zip go, checked before the first request: a --dir or a
+    BERTCTL_HOME the system refuses is named, not found after the download."""
+    from bertctl import outputs, paths
+
+    if directory is not None:
+        outputs.check_writable(directory, "--dir")
+    else:
+        outputs.check_writable(paths.models_dir())
+    if zips:
+        outputs.check_writable(paths.downloads_dir())
 
 
 def _report(name: str, folder: Path, manifest: dict, *, already: bool, as_json: bool) -> None:

@@ -172,12 +172,18 @@ def predict(
       [cyan]bertctl predict my-model --task rte --data glue_data/RTE[/]
       [cyan]bertctl predict runs/mrpc --gpu-memory 8GiB --auto-fit[/]
     """
+    from bertctl.outputs import check_writable
+    from bertctl.train.evaluate import default_out
     from bertctl.train.evaluate import predict as run
 
+    if out is not None:  # before the model is loaded
+        check_writable(out, "--out")
     target = _load(
         model, task, data, batch_size, max_seq_length, gpu, cpu, precision,
         gpu_memory=gpu_memory, auto_fit=auto_fit, force=force, what="prediction",
     )  # fmt: skip
+    if out is None:  # the run's predictions/ folder: known once the run is read
+        check_writable(default_out(target))
     report = run(target, split, out, skip_bad_rows=skip_bad_rows, reporter=ui.Reporter())
     if report.skipped:
         ui.warn(f"skipped malformed rows (--skip-bad-rows): {report.skipped}")

@@ -122,6 +122,11 @@ def print_record(tokenizer, record: dict) -> None:
 
 def _open_input(name: str) -> tuple[BinaryIO, int | None, str]:
     if name == "-":
+        if sys.stdin is None:  # closed when bertctl started (`<&-`); fd 0 now reads /dev/null
+            raise BertctlError(
+                "--input -: standard input is closed (<&-)",
+                "pipe the text in, or pass --input FILE",
+            )
         return sys.stdin.buffer, None, "<stdin>"
     path = Path(name)
     try:
@@ -215,7 +220,7 @@ def _tokenize_stream(
             "free some disk space (or write elsewhere) and run again",
         ) from None
     finally:
-        if handle is not sys.stdin.buffer:
+        if name != "-":  # sys.stdin may be None (closed); a file is ours to close
             handle.close()
     if bad_lines:
         ui.warn(

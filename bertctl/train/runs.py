@@ -68,6 +68,7 @@ def check_out(out: Path, resume: bool, inputs=()) -> None:
     """
     from bertctl import outputs
 
+    outputs.check_writable(out, "--out")
     outputs.check_inputs(out, [None if p is None else paths.expand(p) for p in inputs])
     if out.exists() and not out.is_dir():
         raise BertctlError(f"--out {out} exists and is a file", "pass a folder for --out")
@@ -102,6 +103,8 @@ def locked(out: str | Path | None, main: bool = True) -> Iterator[None]:
         return
     from bertctl import outputs
 
+    # Checked before the lock file is made beside it: a bad location is named with its flag.
+    outputs.check_writable(paths.expand(out), "--out")
     with outputs.exclusive_lock(paths.expand(out), f"the run {out} is being written"):
         yield
 
