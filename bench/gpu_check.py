@@ -36,6 +36,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -422,6 +423,7 @@ def part_finetune(ctx: Ctx) -> dict[str, Any]:
 
     model, is_minilm = model_folder(ctx)
     data, real = mrpc(ctx)
+    shutil.rmtree(ctx.work / "finetune", ignore_errors=True)  # a run folder must start empty
     rows: list[dict[str, Any]] = []
     for precision in ("bf16", "fp32"):
         if precision == "bf16" and not ctx.cuda:
@@ -1102,13 +1104,7 @@ def run_children(args, ctx: Ctx, parts: list[str]) -> None:
         cmd += ["--dry-run"] if ctx.dry else []
         started = time.monotonic()
         with open(logs / f"{part}.log", "w", encoding="utf-8") as log:
-            try:
-                proc = subprocess.run(
-                    cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit, check=False
-                )
-                failure = None if proc.returncode == 0 else f"exit code {proc.returncode}"
-            except subprocess.TimeoutExpired:
-                failure = f"stopped at its time limit of {limit} s"
+            failure = run_child(cmd, log, limit)
         result = load_results(ctx.out)["parts"].get(part)
         if failure or result is None or result.get("status") == "running":
             kept = result or {"rows": []}
@@ -1117,6 +1113,20 @@ def run_children(args, ctx: Ctx, parts: list[str]) -> None:
         seconds = time.monotonic() - started
         status = load_results(ctx.out)["parts"][part]["status"]
         print(f"{part}: {status} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+
+
+def run_child(cmd: list[str], log, limit: int) -> str | None:
+    """Run one part's child; None when it ended well, else why not. The child leads a process
+    group of its own, so a part stopped at its limit takes the bertctl commands it started
+    with it (one left running would hold GPU memory through the next parts)."""
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        code = proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return f"stopped at its time limit of {limit} s"
+    return None if code == 0 else f"exit code {code}"
 
 
 def environment(ctx: Ctx) -> dict[str, str]:
