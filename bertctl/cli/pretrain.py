@@ -128,6 +128,7 @@ def prepare(
     lowercase = None if cased is None else not cased
     # The shards are built in a hidden folder beside --out, removed on a stop.
     stopped = on_interrupt(outputs.untouched(out_dir), "run the command again to prepare")
+    outputs.check_writable(out_dir, "--out")  # before the lock file beside it is made
     with stopped, outputs.writing(out_dir, "prepared"):
         # Before the model is fetched or converted: minutes of work, then a refusal, is worse.
         check_out(resolve_corpus(corpus), out_dir, overwrite, inputs)
