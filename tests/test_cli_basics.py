@@ -157,3 +157,17 @@ def test_progress_rates_keep_their_significant_digits():
     assert _rate(2.345, "steps") == "2.3 steps/s"
     assert _rate(25.7, "steps") == "26 steps/s"
     assert _rate(0.5, "B") == "0 B/s" and _rate(2e6, "B") == "2.0 MB/s"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["finetune"], ["pretrain", "run"], ["pretrain", "prepare"], ["convert"], ["download"],
+     ["tokenize"], ["evaluate"], ["predict"], ["plan"], ["inspect"], ["verify"], ["demo"]],
+    ids=lambda c: " ".join(c),
+)  # fmt: skip
+def test_flags_show_no_bool_placeholder(command):
+    """A flag takes no value: its help row shows none (Typer printed `<bool>` on every one)."""
+    r = bertctl(*command, "--help", env={"COLUMNS": "100"})
+    assert r.code == 0
+    rows = [ln for ln in r.stdout.splitlines() if "<bool>" in ln and "--help" not in ln]
+    assert rows == [], rows

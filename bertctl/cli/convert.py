@@ -33,11 +33,14 @@ def convert(
             "--cased/--uncased",
             help="Casing written to the tokenizer files. Default: follow the model.",
             show_default=False,
+            metavar="",
         ),
     ] = None,
     heads: Annotated[
         bool,
-        typer.Option("--heads/--no-heads", help="Keep the pretraining heads when present."),
+        typer.Option(
+            "--heads/--no-heads", help="Keep the pretraining heads when present.", metavar=""
+        ),
     ] = True,
     labels: Annotated[
         str | None,
@@ -51,9 +54,12 @@ def convert(
         typer.Option(
             "--overwrite",
             help="Replace --out if it holds a model bertctl converted (and nothing else).",
+            metavar="",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Convert a TF checkpoint (release, training or run_classifier.py) into an HF-format folder.
 

@@ -31,7 +31,7 @@ def demo(
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Run folder.")] = None,
     cpu: Annotated[
-        bool, typer.Option("--cpu", help="Fine-tune on the CPU even with a GPU.")
+        bool, typer.Option("--cpu", help="Fine-tune on the CPU even with a GPU.", metavar="")
     ] = False,
 ) -> None:
     """Tokenize, inspect, then fine-tune a real small BERT on MRPC and evaluate it, offline.

@@ -34,12 +34,17 @@ def download(
     ] = None,
     allow_http: Annotated[
         bool,
-        typer.Option("--allow-http", help="Allow plain http to hosts other than this machine."),
+        typer.Option(
+            "--allow-http", help="Allow plain http to hosts other than this machine.", metavar=""
+        ),
     ] = False,
     keep_zip: Annotated[
-        bool, typer.Option("--keep-zip", help="Keep the downloaded zip after conversion.")
+        bool,
+        typer.Option("--keep-zip", help="Keep the downloaded zip after conversion.", metavar=""),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the result as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Download a release resumably, verify it, extract it safely and convert it for PyTorch.
 

@@ -40,14 +40,16 @@ SeqLength = Annotated[
     typer.Option("--max-seq-length", help="Default the run's, else 128."),
 ]
 Gpu = Annotated[int | None, typer.Option("--gpu", help="GPU index.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Run on the CPU even if a GPU is present.")]
+Cpu = Annotated[
+    bool, typer.Option("--cpu", help="Run on the CPU even if a GPU is present.", metavar="")
+]
 Precision = Annotated[
     str, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
 ]
 SkipBadRows = Annotated[
-    bool, typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.")
+    bool, typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.", metavar="")
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.", metavar="")]
 
 
 def _load(model, task, data, batch_size, max_seq_length, gpu, cpu, precision, **check):

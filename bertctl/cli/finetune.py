@@ -71,14 +71,17 @@ def finetune(
     cpu: options.Cpu = False,
     cased: Annotated[
         bool | None,
-        typer.Option("--cased/--uncased", help="Default: follow the model.", show_default=False),
+        typer.Option(
+            "--cased/--uncased", help="Default: follow the model.", show_default=False, metavar=""
+        ),
     ] = None,
     eval_every: options.EvalEvery = None,
     save_every: options.SaveEvery = None,
     resume: options.Resume = False,
     threads: options.Threads = None,
     skip_bad_rows: Annotated[
-        bool | None, typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.")
+        bool | None,
+        typer.Option("--skip-bad-rows", help="Skip and count malformed TSV rows.", metavar=""),
     ] = None,
     language: Annotated[
         str | None, typer.Option("--language", help="XNLI language (Google: zh).")
@@ -93,7 +96,8 @@ def finetune(
         str | None, typer.Option("--label-column", help="custom: label column (name or index).")
     ] = None,
     regression: Annotated[
-        bool | None, typer.Option("--regression", help="custom: the label is a number to predict.")
+        bool | None,
+        typer.Option("--regression", help="custom: the label is a number to predict.", metavar=""),
     ] = None,
     nproc_per_node: options.NprocPerNode = None,
     nnodes: options.Nnodes = 1,

@@ -18,8 +18,12 @@ def inspect(
             "or a catalogue name.",
         ),
     ],
-    tensors: Annotated[bool, typer.Option("--tensors", help="List every tensor.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    tensors: Annotated[
+        bool, typer.Option("--tensors", help="List every tensor.", metavar="")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Architecture, exact parameter counts, vocab and casing, checkpoint contents, problems.
 

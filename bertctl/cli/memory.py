@@ -10,7 +10,9 @@ from bertctl import ui
 
 
 def gpus(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the GPUs as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the GPUs as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Visible GPUs: name, total and free memory, memory other processes use, compute
     capability and bf16 support.
@@ -86,7 +88,7 @@ def plan(
     grad_accum: Annotated[
         int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")
     ] = 1,
-    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing")] = False,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", metavar="")] = False,
     optimizer: Annotated[
         str, typer.Option("--optimizer", help="google (bertctl's default) or adamw (fused).")
     ] = "google",
@@ -101,7 +103,9 @@ def plan(
     task: Annotated[
         str, typer.Option("--task", help="classify (fine-tuning) or pretrain (MLM + NSP).")
     ] = "classify",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the plan as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Estimate GPU memory for training MODEL, and the largest batch per sequence length.
 

@@ -10,7 +10,9 @@ from bertctl import ui
 
 
 def models(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the table as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Every Google BERT release with its short name, size, casing and local state.
 

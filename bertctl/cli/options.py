@@ -22,10 +22,12 @@ GpuMemory = Annotated[
 AutoFit = Annotated[
     bool,
     typer.Option(
-        "--auto-fit", help="If the estimate does not fit, apply the best settings that do."
+        "--auto-fit",
+        help="If the estimate does not fit, apply the best settings that do.",
+        metavar="",
     ),
 ]
-Force = Annotated[bool, typer.Option("--force", help="Skip the memory check.")]
+Force = Annotated[bool, typer.Option("--force", help="Skip the memory check.", metavar="")]
 
 # Scale out: `finetune` and `pretrain run` launch themselves through torchrun with these.
 NprocPerNode = Annotated[
@@ -64,7 +66,9 @@ MasterPort = Annotated[
 # The training flags `finetune` and `pretrain run` share: one definition, one behaviour.
 Out = Annotated[str | None, typer.Option("--out", "-o", metavar="DIR", help="Run folder.")]
 Gpu = Annotated[int | None, typer.Option("--gpu", help="GPU index.")]
-Cpu = Annotated[bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.")]
+Cpu = Annotated[
+    bool, typer.Option("--cpu", help="Train on the CPU even if a GPU is present.", metavar="")
+]
 Seed = Annotated[int | None, typer.Option("--seed", help="Data order, dropout and new weights.")]
 Precision = Annotated[
     str | None, typer.Option("--precision", help="auto, fp32, bf16, fp16 (autocast on GPU).")
@@ -74,7 +78,7 @@ GradAccum = Annotated[
     typer.Option("--grad-accum", help="Split each process's batch into N micro-batches."),
 ]
 GradCheckpointing = Annotated[
-    bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing")
+    bool | None, typer.Option("--grad-checkpointing/--no-grad-checkpointing", metavar="")
 ]
 Threads = Annotated[
     int | None, typer.Option("--threads", help="CPU threads for torch; default all cores.")
@@ -96,16 +100,20 @@ EvalEvery = Annotated[
 TrainAutoFit = Annotated[
     bool | None,
     typer.Option(
-        "--auto-fit", help="If the estimate does not fit, apply the best settings that do."
+        "--auto-fit",
+        help="If the estimate does not fit, apply the best settings that do.",
+        metavar="",
     ),
 ]
 TrainForce = Annotated[
-    bool | None, typer.Option("--force", help="Skip the memory check before training.")
+    bool | None, typer.Option("--force", help="Skip the memory check before training.", metavar="")
 ]
 Resume = Annotated[
     bool,
     typer.Option(
-        "--resume", help="Continue the run in --out with its settings (flags win over them)."
+        "--resume",
+        help="Continue the run in --out with its settings (flags win over them).",
+        metavar="",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON.", metavar="")]

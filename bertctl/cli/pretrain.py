@@ -48,6 +48,7 @@ def prepare(
             "--cased/--uncased",
             help="Default: follow the model (a bare vocab is uncased).",
             show_default=False,
+            metavar="",
         ),
     ] = None,
     max_seq_length: Annotated[
@@ -67,7 +68,8 @@ def prepare(
         typer.Option("--short-seq-prob", help="Chance of a random, shorter target length."),
     ] = 0.1,
     whole_word_mask: Annotated[
-        bool, typer.Option("--whole-word-mask", help="Mask all pieces of a word or none.")
+        bool,
+        typer.Option("--whole-word-mask", help="Mask all pieces of a word or none.", metavar=""),
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 12345,
     workers: Annotated[
@@ -91,9 +93,12 @@ def prepare(
         typer.Option(
             "--overwrite",
             help="Replace --out if it holds shards bertctl prepared (and nothing else).",
+            metavar="",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Statistics as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Statistics as JSON on stdout.", metavar="")
+    ] = False,
 ) -> None:
     """Masked-LM and next-sentence instances, as Google's create_pretraining_data.py makes them.
 
@@ -308,6 +313,7 @@ def run(
             "--dynamic-masking/--static-masking",
             help="Mask each instance anew every epoch after the first (RoBERTa).",
             show_default=False,
+            metavar="",
         ),
     ] = None,
     seed: options.Seed = None,

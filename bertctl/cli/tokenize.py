@@ -39,6 +39,7 @@ def tokenize(
             help="Keep case and accents, or lowercase and strip them. Default: follow the model "
             "(a bare vocab is uncased).",
             show_default=False,
+            metavar="",
         ),
     ] = None,
     max_seq_length: Annotated[
@@ -56,7 +57,8 @@ def tokenize(
         ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="JSON output (one object per line with --input).")
+        bool,
+        typer.Option("--json", help="JSON output (one object per line with --input).", metavar=""),
     ] = False,
     workers: Annotated[
         int | None,

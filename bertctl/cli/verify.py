@@ -18,7 +18,9 @@ def verify(
             "or an HF-format folder.",
         ),
     ],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the checks as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the checks as JSON.", metavar="")
+    ] = False,
 ) -> None:
     """Zip CRCs, published SHA-256s, every tensor's CRC32C, config/vocab/shape consistency, casing.
 
