@@ -171,3 +171,24 @@ def test_flags_show_no_bool_placeholder(command):
     assert r.code == 0
     rows = [ln for ln in r.stdout.splitlines() if "<bool>" in ln and "--help" not in ln]
     assert rows == [], rows
+
+
+def test_the_root_help_reads_at_80_columns():
+    """In an 80-column terminal each example stays on one line, and no command's summary
+    takes more than two (a hard line break in one made it wrap twice)."""
+    r = bertctl("--help", env={"COLUMNS": "80"})
+    assert r.code == 0
+    text = r.stdout.split("Examples", 1)[1].split("Set BERTCTL_DEBUG", 1)[0]
+    rows = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    assert len(rows) >= 10 and all(row.startswith("bertctl ") for row in rows), rows
+    panel = r.stdout.split("Commands", 1)[1].splitlines()[1:-1]
+    spans, run = [], 0
+    for line in panel:
+        if line[2:3].strip():  # a command's first line
+            if run:
+                spans.append(run)
+            run = 1
+        else:
+            run += 1
+    spans.append(run)
+    assert max(spans) <= 2, panel

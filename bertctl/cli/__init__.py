@@ -31,21 +31,21 @@ Google's BERT releases, from zip to fine-tuned, evaluated model.
 
 [bold]Examples[/]
 
-  [cyan]bertctl demo[/]                              tokenize, inspect, fine-tune, offline
+  [cyan]bertctl demo[/]                              tokenize, inspect, fine-tune
   [cyan]bertctl tokenize "John Smith"[/]             Google-exact tokens and ids
   [cyan]bertctl tokenize -i text.txt --json[/]       one JSON object per line
-  [cyan]bertctl inspect base-uncased[/]              architecture, exact parameter counts
-  [cyan]bertctl models[/]                            every Google release, its state here
+  [cyan]bertctl inspect base-uncased[/]              architecture, parameter counts
+  [cyan]bertctl models[/]                            Google's releases, state here
   [cyan]bertctl download base-multilingual-cased[/]  download, verify, convert
-  [cyan]bertctl verify base-uncased[/]               hashes, CRCs, shapes, vocab, casing
-  [cyan]bertctl convert model.zip --out bert[/]      TF checkpoint to HF format, no TF
-  [cyan]bertctl gpus[/]                              GPUs here: memory, capability, bf16
-  [cyan]bertctl plan base-cased --gpu-memory 12G[/]  memory needed, largest batch per length
+  [cyan]bertctl verify base-uncased[/]               hashes, CRCs, shapes, vocab
+  [cyan]bertctl convert model.zip --out bert[/]      TF checkpoint to HF, no TF
+  [cyan]bertctl gpus[/]                              GPUs here: memory, bf16
+  [cyan]bertctl plan base-cased --gpu-memory 12G[/]  memory needed, batches that fit
   [cyan]bertctl finetune mrpc --gpu 0[/]             fine-tune, Google's recipe
   [cyan]bertctl evaluate runs/mrpc[/]                dev metrics of a run or model
   [cyan]bertctl predict runs/mrpc[/]                 GLUE submission files
-  [cyan]bertctl pretrain prepare doc.txt -o data[/]  masked LM + NSP data, Google's recipe
-  [cyan]bertctl pretrain run data --model tiny[/]    pretrain on it: resumable, torchrun-ready
+  [cyan]bertctl pretrain prepare doc.txt -o data[/]  masked LM + NSP data (Google's)
+  [cyan]bertctl pretrain run data --model tiny[/]    pretrain: resumable, multi-GPU
 
 Set BERTCTL_DEBUG=1 to see a traceback with an error.
 """

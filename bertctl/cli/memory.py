@@ -14,8 +14,7 @@ def gpus(
         bool, typer.Option("--json", help="Print the GPUs as JSON.", metavar="")
     ] = False,
 ) -> None:
-    """Visible GPUs: name, total and free memory, memory other processes use, compute
-    capability and bf16 support.
+    """Visible GPUs: name, memory (total, free, other processes'), capability, bf16.
 
     Memory used by other processes needs NVML (pip install nvidia-ml-py); without it that column
     says unknown.
