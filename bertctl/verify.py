@@ -802,7 +802,48 @@ def safetensors_header(path: Path) -> dict[str, dict[str, Any]]:
                 f"{path}: tensor {name!r} has a malformed entry in the safetensors header",
                 "download it again",
             )
+    problem = _layout_problem(header)
+    if problem:
+        raise BertctlError(f"{path}: {problem}", "download or convert it again")
     return header
+
+
+# Bytes per element of each safetensors dtype.
+_DTYPE_BYTES = {
+    **dict.fromkeys(("F64", "I64", "U64"), 8),
+    **dict.fromkeys(("F32", "I32", "U32"), 4),
+    **dict.fromkeys(("F16", "BF16", "I16", "U16"), 2),
+    **dict.fromkeys(("I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2"), 1),
+}
+
+
+def _layout_problem(header: dict[str, dict[str, Any]]) -> str | None:
+    """What is wrong with where the header puts the tensors, or None: each tensor's byte span
+    must be its shape times its dtype's size, and the spans must follow one another from byte
+    0 with no gap and no overlap, as safetensors writes them. A loader would otherwise fail
+    deep inside (or read one tensor's bytes as another's)."""
+    spans = []
+    for name, meta in header.items():
+        begin, end = meta["data_offsets"]
+        itemsize = _DTYPE_BYTES.get(meta["dtype"])
+        if itemsize is not None:
+            count = 1
+            for size in meta["shape"]:
+                count *= size
+            if count * itemsize != end - begin:
+                return (
+                    f"tensor {name!r} of shape {meta['shape']} ({meta['dtype']}) needs "
+                    f"{count * itemsize:,} bytes, but its offsets span {end - begin:,}"
+                )
+        spans.append((begin, end, name))
+    position, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            where = "a gap" if begin > position else "an overlap"
+            after = f" after {previous!r}" if previous else " at the start"
+            return f"tensor {name!r} starts at byte {begin:,}: {where} in the data{after}"
+        position, previous = end, name
+    return None
 
 
 def _tensor_entry_ok(meta: Any, data_size: int) -> bool:

@@ -10,6 +10,7 @@ descriptors really closed (`>&-` in a shell, `os.close` before exec) and /dev/fu
 from __future__ import annotations
 
 import errno
+import json
 import os
 import pwd
 import subprocess
@@ -358,3 +359,54 @@ def test_a_closed_stdin_does_not_stop_commands_that_do_not_read_it(tmp_path):
     result = shell(COMMANDS["tokenize"], "<&-", tmp_path)
     assert result.returncode == 0, result.stderr
     assert b"john smith" in result.stdout.lower() or b"[CLS]" in result.stdout
+
+
+# --------------------------------------------------------------------------------------------
+# A damaged model.safetensors, in every command that loads weights
+
+
+def _damage(folder: Path, how: str) -> None:
+    """Rewrite the header of `folder`'s model.safetensors as a damaged file would have it."""
+    import struct
+
+    path = folder / "model.safetensors"
+    raw = path.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    data = raw[8 + length :]
+    names = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"]
+    )
+    last, first = header[names[-1]], header[names[0]]
+    if how == "gap":
+        last["data_offsets"] = [o + 4 for o in last["data_offsets"]]
+        data += b"\0" * 4
+    elif how == "overlap":
+        last["data_offsets"] = [o - 4 for o in last["data_offsets"]]
+    else:  # a shape whose byte size is astronomically more than its bytes
+        first["shape"] = [2**40, 2**40]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+
+
+@pytest.mark.parametrize("how", ["gap", "overlap", "shape"])
+def test_a_damaged_safetensors_is_refused_before_any_load(tmp_path, how):
+    """The header check `verify` makes runs in finetune, evaluate and pretrain run before the
+    weights are loaded: one line naming the tensor, no traceback, nothing written."""
+    model = tmp_path / "micro-bert"
+    assert in_process("convert", RELEASE, "--out", model).code == 0
+    _damage(model, how)
+    words = {"gap": "a gap in the data", "overlap": "an overlap in the data", "shape": "needs"}[how]
+    commands = [
+        ("finetune", "mrpc", "--data", MRPC, "--model", model, "--out", tmp_path / "run", "--cpu"),
+        ("evaluate", model, "--task", "mrpc", "--data", MRPC, "--cpu"),
+    ]
+    for command in commands:
+        r = in_process(*command)
+        assert r.code == 1, (command, r.stderr)
+        line = one_error_line(r)
+        assert f"{model / 'model.safetensors'}: tensor " in line and words in line, line
+    assert not (tmp_path / "run").exists()
+    r = in_process("verify", model)
+    assert r.code == 1 and words in r.stdout + r.stderr

@@ -151,6 +151,9 @@ def _check_loadable(folder: Path) -> None:
             + (" (only pytorch_model.bin, a pickle, which bertctl never opens)" if pickled else ""),
             "pass a model folder with model.safetensors (bertctl convert makes one)",
         )
+    from bertctl.verify import safetensors_header
+
+    safetensors_header(folder / "model.safetensors")  # the header verify checks, before a load
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
