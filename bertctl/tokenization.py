@@ -512,8 +512,11 @@ def build_inputs(
     """
     cls_id, sep_id = vocab.id_of(CLS), vocab.id_of(SEP)
     a_tok, a_ids = list(tokens_a), list(ids_a)
-    b_tok = list(tokens_b) if tokens_b is not None else None
-    b_ids = list(ids_b) if ids_b is not None else None
+    # Google tests `if tokens_b:`: a second text that tokenizes to nothing (empty, or only
+    # characters the tokenizer drops, such as U+200B) makes a single-text example,
+    # `[CLS] A [SEP]`, truncated as one text.
+    b_tok = list(tokens_b) if tokens_b else None
+    b_ids = list(ids_b) if tokens_b and ids_b is not None else None
     truncated = 0
     if max_seq_length is not None:
         if max_seq_length < (5 if b_tok is not None else 3):

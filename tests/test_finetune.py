@@ -466,3 +466,16 @@ def test_gpu_without_cuda_is_one_clear_line(tiny):
     assert result.code == 1
     line = one_error_line(result)
     assert "--gpu" in line and "--cpu" in line
+
+
+def test_eval_results_loss_is_the_evaluation_loss_as_googles_estimator_writes(run):
+    """Google's eval_results.txt `loss` is the mean evaluation loss (as `eval_loss`); the last
+    training step's loss is kept under its own name in run.json."""
+    results = dict(
+        line.split(" = ") for line in (run / "eval_results.txt").read_text().splitlines()
+    )
+    history = json.loads((run / "metrics.json").read_text())
+    assert float(results["loss"]) == float(results["eval_loss"]) == history[-1]["loss"]
+    logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    last_step = [r for r in logged if "step" in r and "eval" not in r][-1]
+    assert json.loads((run / "run.json").read_text())["train_loss"] == last_step["loss"]

@@ -630,3 +630,20 @@ def test_fast_equals_reference_on_arbitrary_unicode(do_lower_case, text):
 @given(text=ANY_TEXT)
 def test_fast_equals_reference_on_arbitrary_unicode_long_run(do_lower_case, text):
     _assert_same(text, do_lower_case)
+
+
+@pytest.mark.parametrize("text_b", ["\u200b", "", " \t", "\u200b\u200d"])
+def test_a_second_text_that_tokenizes_to_nothing_makes_a_single_text_example(text_b):
+    """Google's convert_single_example tests `if tokens_b:`: [CLS] A [SEP], truncated as one
+    text (max_seq_length - 2), never [CLS] A [SEP] [SEP]."""
+    from bertctl.tokenization import build_inputs
+
+    tokenizer = Tokenizer(bundled_vocab(), True)
+    tokens_a, ids_a = tokenizer.tokenize_with_ids("the quick brown fox jumps")
+    tokens_b, ids_b = tokenizer.tokenize_with_ids(text_b)
+    assert tokens_b == []
+    pair = build_inputs(tokenizer.vocab, tokens_a, ids_a, tokens_b, ids_b, 6)
+    single = build_inputs(tokenizer.vocab, tokens_a, ids_a, None, None, 6)
+    assert pair == single
+    assert pair.input_ids[:6] == [101, 1996, 4248, 2829, 4419, 102]  # 4 of 5 words: 6 - 2 kept
+    assert pair.segment_ids == [0] * 6

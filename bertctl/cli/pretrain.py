@@ -104,7 +104,8 @@ def prepare(
 
     Writes memory-mapped shards (.npy arrays) and manifest.json to --out, then a statistics
     table: documents, instances, mask rate, the 80/10/10 split, NSP balance, lengths.
-    Defaults are Google's.
+    Defaults are Google's. A blank line ends a document, and so does the end of each file
+    (Google's reader would join a file's last document to the next file's first).
 
     [bold]Examples[/]
 

@@ -418,12 +418,18 @@ def publish(run: _Run, trained: loop.Trained) -> RunSummary:
     last = history[-1] if history else {}
     final_metrics = dict(last.get("metrics", {}))
     google = {f"eval_{k}": v for k, v in final_metrics.items()}
-    google.update(global_step=step, loss=trained.last_loss)
-    if last.get("loss") is not None:
-        google["eval_loss"] = last["loss"]
+    # Google's Estimator writes the mean evaluation loss as `loss` (and `eval_loss`); the last
+    # training step's loss is run.json's `train_loss`. With no evaluation, the training loss.
+    eval_loss = last.get("loss")
+    google.update(global_step=step, loss=trained.last_loss if eval_loss is None else eval_loss)
+    if eval_loss is not None:
+        google["eval_loss"] = eval_loss
     glue.write_eval_results(out / "eval_results.txt", google)
     runs.plot(out, history)
-    runs.mark_done(out, run.cfg, run.task, run.prepared, final_metrics, step, trained.train_seconds)
+    runs.mark_done(
+        out, run.cfg, run.task, run.prepared, final_metrics, step, trained.train_seconds,
+        train_loss=trained.last_loss,
+    )  # fmt: skip
     return RunSummary(
         out=out,
         final=final,

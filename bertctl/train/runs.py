@@ -478,7 +478,14 @@ def save_final(final: Path, model, prepared, task, *, step: int) -> None:
 
 
 def mark_done(
-    out: Path, cfg, task, prepared, final_metrics: dict, steps: int, seconds: float
+    out: Path,
+    cfg,
+    task,
+    prepared,
+    final_metrics: dict,
+    steps: int,
+    seconds: float,
+    train_loss: float | None = None,
 ) -> None:
     info = json.loads((out / RUN_JSON).read_text(encoding="utf-8"))
     info.update(
@@ -489,6 +496,8 @@ def mark_done(
         metrics=final_metrics,
         main_metric=task.main_metric,
     )
+    if train_loss is not None and math.isfinite(train_loss):  # NaN is not JSON
+        info["train_loss"] = train_loss
     outputs.write_json_atomic(out / RUN_JSON, info)
 
 
