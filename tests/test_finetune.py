@@ -479,3 +479,20 @@ def test_eval_results_loss_is_the_evaluation_loss_as_googles_estimator_writes(ru
     logged = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     last_step = [r for r in logged if "step" in r and "eval" not in r][-1]
     assert json.loads((run / "run.json").read_text())["train_loss"] == last_step["loss"]
+
+
+def test_a_new_classifier_starts_as_googles_truncated_normal(tiny):
+    """Google's create_initializer: a normal cut at 2σ (transformers' normal_ leaves about 4.4%
+    of the weights beyond) and a zero bias, for a head the checkpoint lacks."""
+    from bertctl.glue import get_task
+    from bertctl.train.modeling import load_for_task, prepare
+    from bertctl.ui import Reporter
+
+    torch.manual_seed(42)
+    model = load_for_task(prepare(str(tiny), None, Reporter()), get_task("mnli"))
+    std = model.config.initializer_range
+    weight, bias = model.classifier.weight.detach(), model.classifier.bias.detach()
+    assert weight.shape == (3, 32)
+    assert float(weight.abs().max()) <= 2 * std
+    assert float(weight.abs().max()) > std  # drawn, not zeroed
+    assert torch.equal(bias, torch.zeros_like(bias))

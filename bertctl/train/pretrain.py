@@ -76,6 +76,7 @@ from bertctl.train import distributed, loop, runs
 from bertctl.train.config import PretrainConfig, resolve
 from bertctl.train.distributed import World
 from bertctl.train.encoder import encode
+from bertctl.train.modeling import google_init_
 
 SETTINGS = "config.yaml"
 
@@ -302,22 +303,6 @@ class MaskedLMAndNSP(torch.nn.Module):
             "nsp_correct": (nsp_logits.detach().argmax(-1) == next_sentence_labels).sum(),
             "nsp_count": torch.tensor(batch, device=input_ids.device),
         }
-
-
-def google_init_(model: torch.nn.Module, std: float, names: set[str] | None = None) -> None:
-    """Google's initialisation, in place: truncated normal (σ = `std`, cut at ±2σ, as TF's
-    truncated_normal_initializer) for matrices and embeddings, zeros for biases, ones for
-    LayerNorm scales. `names`: only these parameters (e.g. the heads a checkpoint lacks)."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if names is not None and name not in names:
-                continue
-            if name.endswith("LayerNorm.weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                torch.nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std)
 
 
 @dataclass(frozen=True)
