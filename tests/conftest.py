@@ -86,6 +86,7 @@ def home(tmp_path_factory):
         mp.setenv("BERTCTL_HOME", str(path))
         mp.delenv("GLUE_DIR", raising=False)
         mp.delenv("BERT_BASE_DIR", raising=False)
+        mp.setenv("MPLCONFIGDIR", str(path / "matplotlib"))  # curves.png: no cache in ~
         yield path
 
 

@@ -41,14 +41,6 @@ def ok(result: Result) -> Result:
     return result
 
 
-@pytest.fixture(scope="module")
-def home(home):
-    """conftest's module home, with matplotlib's cache in it too."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MPLCONFIGDIR", str(home / "matplotlib"))
-        yield home
-
-
 # --------------------------------------------------------------------------------------------
 # Stopping a real process at a step
 

@@ -36,14 +36,6 @@ def ok(result: Result) -> Result:
 
 
 @pytest.fixture(scope="module")
-def home(home):
-    """conftest's module home, with matplotlib's cache in it too."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MPLCONFIGDIR", str(home / "matplotlib"))
-        yield home
-
-
-@pytest.fixture(scope="module")
 def corpus_data(tmp_path_factory, tiny) -> Path:
     """A small corpus of the tiny vocab's words, prepared as Google's recipe does."""
     words = [w for w in (tiny / "vocab.txt").read_text().split() if w.isalpha()]

@@ -8,10 +8,12 @@ WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) joins the group those name.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from bertctl.errors import BertctlError, UsageError
 
@@ -265,3 +267,28 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     from bertctl.pretraining_data import derive_seed
 
     return derive_seed(seed, step, f"dropout-{rank}") & ((1 << 63) - 1)
+
+
+@contextlib.contextmanager
+def joined(device_spec: str | None, reporter, out) -> Iterator[tuple[World, Any, Any]]:
+    """This process's part of a training run: its place in the torchrun group (if any), its
+    device, the reporter it prints with (rank 0 alone prints), and the run folder locked while
+    the body runs (by rank 0; a second `--resume` is refused). Yields (world, device, reporter).
+    """
+    import torch
+
+    from bertctl.install import noop_reporter
+    from bertctl.train import runs
+
+    world = world_from_env()
+    if world.distributed and out is None:
+        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
+    device = run_device(device_spec, world)
+    if world.distributed and device.type == "cuda":
+        torch.cuda.set_device(device)
+    start(world, device)
+    try:
+        with runs.locked(out, world.main):
+            yield world, device, reporter if world.main else noop_reporter()
+    finally:
+        stop(world)

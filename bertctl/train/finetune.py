@@ -185,22 +185,8 @@ def finetune(cfg: FinetuneConfig, explicit: set[str], reporter, resume: bool = F
 
     The run folder is locked for the whole run: a second `--resume` of it is refused at once.
     """
-    world = distributed.world_from_env()
-    if world.distributed and cfg.out is None:
-        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
-    device = distributed.run_device(cfg.device, world)
-    if world.distributed and device.type == "cuda":
-        torch.cuda.set_device(device)
-    distributed.start(world, device)
-    try:
-        if not world.main:  # only rank 0 prints
-            from bertctl.install import noop_reporter
-
-            reporter = noop_reporter()
-        with runs.locked(cfg.out, world.main):
-            return _finetune(cfg, explicit, reporter, resume, world, device)
-    finally:
-        distributed.stop(world)
+    with distributed.joined(cfg.device, reporter, cfg.out) as (world, device, reporter):
+        return _finetune(cfg, explicit, reporter, resume, world, device)
 
 
 def _finetune(

@@ -588,21 +588,10 @@ class PretrainSummary:
 
 
 def pretrain(cfg: PretrainConfig, reporter, resume: bool = False) -> PretrainSummary:
-    """Run one pretraining job (in this process's part of a torchrun group, if any)."""
-    world = distributed.world_from_env()
-    device = distributed.run_device(cfg.device, world)
-    if world.distributed and device.type == "cuda":
-        torch.cuda.set_device(device)
-    distributed.start(world, device)
-    try:
-        if not world.main:  # only rank 0 prints
-            from bertctl.install import noop_reporter
-
-            reporter = noop_reporter()
-        with runs.locked(cfg.out, world.main):  # a second --resume of this run is refused
-            return _pretrain(cfg, world, device, reporter, resume)
-    finally:
-        distributed.stop(world)
+    """Run one pretraining job (in this process's part of a torchrun group, if any); the run
+    folder is locked for the run, so a second `--resume` of it is refused."""
+    with distributed.joined(cfg.device, reporter, cfg.out) as (world, device, reporter):
+        return _pretrain(cfg, world, device, reporter, resume)
 
 
 def _pretrain(
@@ -775,8 +764,6 @@ def _open_data(cfg: PretrainConfig, world: World, resume: bool) -> PretrainingDa
     known to be free (before any model is fetched or built)."""
     if cfg.data is None:
         raise UsageError("no data given", "pass the folder made by `bertctl pretrain prepare`")
-    if cfg.out is None and world.distributed:
-        raise UsageError("--out is needed with several processes", "pass the run folder with --out")
     if cfg.out is not None:
         runs.check_out(Path(cfg.out), resume, _inputs(cfg))
     dataset = open_shards(cfg.data)
